@@ -1,0 +1,2 @@
+//! Clients for the systems the jobs talk to: PostgreSQL, SQLite, Supabase Storage and
+//! OpenAI-compatible embeddings. Each adapter owns its connection settings, timeouts and retries.

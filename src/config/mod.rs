@@ -1,0 +1,257 @@
+//! Every flag and environment variable of `rq-worker`, in one place.
+//!
+//! Flags copy `rq worker`'s names; environment variables keep the platform's names (`QUEUE_NAME`,
+//! `REDIS_URL`, `WORKER_COUNT`, ...), so replacing the container image needs no new settings.
+//! Nothing else in the crate reads the environment.
+
+pub mod ingest;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use ingest::IngestConfig;
+
+/// A wire-compatible, drop-in replacement for the Python RQ worker.
+///
+/// Runs the job functions named in RQ payloads as native Rust handlers, writing the Redis state
+/// that Python RQ 1.16, 2.x and 3.0 clients, `rq info` and rq-dashboard read as their own.
+#[derive(Debug, Parser)]
+#[command(name = "rq-worker", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+
+    #[command(flatten)]
+    pub ingest: IngestConfig,
+}
+
+/// Tools besides the worker itself.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the text rq-worker extracts from a PDF, pages separated by form feeds (like pdftotext).
+    PdfText(PdfTextArgs),
+}
+
+/// `rq-worker pdf-text FILE [--page N]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PdfTextArgs {
+    /// The PDF file to read.
+    pub file: PathBuf,
+    /// Print only this page (1-based).
+    #[arg(long)]
+    pub page: Option<u32>,
+}
+
+/// How jobs are picked among several queues (`rq worker --dequeue-strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum DequeueStrategy {
+    /// Queues in the order given: the first is the highest priority.
+    Default,
+    /// Rotate the queue list after each dequeue, so the queue just served goes last.
+    RoundRobin,
+    /// Shuffle the queue list before each dequeue.
+    Random,
+}
+
+/// Payload serializer (`rq worker --serializer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SerializerKind {
+    /// Python's pickle (RQ's default).
+    Pickle,
+    /// `rq.serializers.JSONSerializer`.
+    Json,
+}
+
+/// Which RQ Redis layout to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RqVersion {
+    /// Superset layout that rq 1.16, 2.x and 3.0 clients all read (plain started-registry members).
+    Compat,
+    /// Native rq ≥ 2.0 layout (`job_id:execution_id` started members); every client must be ≥ 2.0.
+    V2,
+    /// Pick v2 only when Redis shows unambiguous ≥ 2.0 evidence and no 1.x worker or job; else compat.
+    Auto,
+}
+
+/// Log verbosity (`rq worker --logging-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+/// The worker's own settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Queues to listen on, highest priority first (default: QUEUE_NAME, comma-separated, else `default`).
+    #[arg(value_name = "QUEUE")]
+    pub queues: Vec<String>,
+
+    /// Queue names when none are given as arguments (comma-separated).
+    #[arg(long = "queue-name", env = "QUEUE_NAME", value_name = "QUEUES", hide = true)]
+    pub queue_name_env: Option<String>,
+
+    /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N.
+    #[arg(short = 'u', long = "url", env = "REDIS_URL", default_value = "redis://localhost:6379/0")]
+    pub url: String,
+
+    /// Run until every queue is empty, then exit.
+    #[arg(short = 'b', long)]
+    pub burst: bool,
+
+    /// Worker name (default: a random uuid4 hex). With --concurrency N > 1 each job thread is
+    /// registered as `<name>-<i>`.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+
+    /// Worker key TTL in seconds while idle is this + 60; the dequeue timeout is this - 15.
+    #[arg(long, default_value_t = 420)]
+    pub worker_ttl: u64,
+
+    /// Heartbeat period in seconds while a job runs.
+    #[arg(long, default_value_t = 30)]
+    pub job_monitoring_interval: u64,
+
+    /// Default result TTL in seconds for jobs that do not set one.
+    #[arg(long, default_value_t = 500)]
+    pub results_ttl: i64,
+
+    /// Stop after this many jobs (per process).
+    #[arg(long)]
+    pub max_jobs: Option<u64>,
+
+    /// Stop after being idle this many seconds.
+    #[arg(long)]
+    pub max_idle_time: Option<u64>,
+
+    /// How to pick among several queues.
+    #[arg(long, value_enum, default_value_t = DequeueStrategy::Default)]
+    pub dequeue_strategy: DequeueStrategy,
+
+    /// Log level.
+    #[arg(short = 'l', long, value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
+    pub logging_level: LogLevel,
+
+    /// Show only warnings and errors (like `rq worker -q`).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// Show debug output (like `rq worker -v`).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Payload serializer; must match the enqueuers'.
+    #[arg(short = 'S', long, value_enum, default_value_t = SerializerKind::Pickle)]
+    pub serializer: SerializerKind,
+
+    /// Also take RQ's scheduler role: move due jobs (interval retries, enqueue_at/in) to their queues.
+    #[arg(long)]
+    pub with_scheduler: bool,
+
+    /// Job threads in this process; each registers as its own RQ worker.
+    #[arg(short = 'c', long, env = "WORKER_COUNT", default_value_t = 1)]
+    pub concurrency: usize,
+
+    /// Redis layout to write: compat (readable by rq 1.16, 2.x and 3.0), v2, or auto.
+    #[arg(long, value_enum, default_value_t = RqVersion::Compat)]
+    pub rq_version: RqVersion,
+
+    /// Prefix of every key (rq 3.0's RQ_KEY_PREFIX); must match the Python side.
+    #[arg(long, env = "RQ_KEY_PREFIX", default_value = "rq")]
+    pub key_prefix: String,
+
+    /// Seconds a warm shutdown waits for running jobs before turning cold (default: forever).
+    #[arg(long)]
+    pub shutdown_timeout: Option<u64>,
+
+    /// Seconds between registry-cleaning runs (RQ: 600).
+    #[arg(long, default_value_t = 600)]
+    pub maintenance_interval: u64,
+}
+
+impl WorkerConfig {
+    /// Queue names: positional arguments, else QUEUE_NAME, else `default`; empty names dropped.
+    pub fn queue_names(&self) -> Vec<String> {
+        let from_args: Vec<String> = self
+            .queues
+            .iter()
+            .flat_map(|q| q.split(','))
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(String::from)
+            .collect();
+        if !from_args.is_empty() {
+            return from_args;
+        }
+        let from_env: Vec<String> = self
+            .queue_name_env
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(String::from)
+            .collect();
+        if !from_env.is_empty() {
+            return from_env;
+        }
+        vec!["default".to_string()]
+    }
+
+    /// BLMOVE/BLPOP timeout: `max(1, worker_ttl - 15)` like RQ, shortened by --max-idle-time.
+    pub fn dequeue_timeout(&self) -> Duration {
+        let mut secs = self.worker_ttl.saturating_sub(15).max(1);
+        if let Some(idle) = self.max_idle_time {
+            secs = secs.min(idle.max(1));
+        }
+        Duration::from_secs(secs)
+    }
+
+    /// Effective log filter for env_logger.
+    pub fn log_filter(&self) -> log::LevelFilter {
+        if self.verbose {
+            return log::LevelFilter::Debug;
+        }
+        if self.quiet {
+            return log::LevelFilter::Warn;
+        }
+        match self.logging_level {
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warning => log::LevelFilter::Warn,
+            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn queues_from_args_then_env_then_default() {
+        let cli = Cli::try_parse_from(["rq-worker", "a", "b,c"]).unwrap();
+        assert_eq!(cli.worker.queue_names(), ["a", "b", "c"]);
+        let mut w = Cli::try_parse_from(["rq-worker"]).unwrap().worker;
+        w.queue_name_env = Some("x, y".into());
+        assert_eq!(w.queue_names(), ["x", "y"]);
+        w.queue_name_env = None;
+        assert_eq!(w.queue_names(), ["default"]);
+    }
+}

@@ -1,0 +1,8 @@
+//! The RQ wire protocol: key names, job hashes, payload codec, registries, results streams,
+//! worker records, pub/sub commands and the Lua scripts that apply them atomically.
+//!
+//! Implements `shared/spec/rq-wire.md` and the superset layout of `shared/spec/rq-versions.md` §5.
+//! Knows nothing about threads, handlers or what jobs do.
+
+pub mod pickle;
+pub mod value;
