@@ -4,5 +4,6 @@
 //! Implements `shared/spec/rq-wire.md` and the superset layout of `shared/spec/rq-versions.md` §5.
 //! Knows nothing about threads, handlers or what jobs do.
 
+pub mod codec;
 pub mod pickle;
 pub mod value;
