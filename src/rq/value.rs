@@ -257,8 +257,14 @@ pub fn float_repr(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, e.g. `-1.2345e-5`.
-    let s = format!("{f:e}");
+    // Rust's `{:e}` gives the shortest round-trip digit count, e.g. `-1.2345e-5`, but not always
+    // the closest of the shortest strings; correctly rounding to that many digits (exact mode)
+    // gives the one Python's dtoa picks.
+    let shortest = format!("{f:e}");
+    let n_digits = shortest
+        .split_once('e')
+        .map_or(1, |(m, _)| m.bytes().filter(u8::is_ascii_digit).count());
+    let s = format!("{f:.prec$e}", prec = n_digits.saturating_sub(1));
     let (mant, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mant) = match mant.strip_prefix('-') {
@@ -266,6 +272,10 @@ pub fn float_repr(f: f64) -> String {
         None => ("", mant),
     };
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0".to_string(),
+        d => d.to_string(),
+    };
     let decpt = exp + 1;
     let n = digits.len() as i32;
     let body = if -4 < decpt && decpt <= 16 {
@@ -837,5 +847,206 @@ impl JsonParser<'_> {
         BigInt::parse_bytes(text.as_bytes(), 10)
             .map(PyValue::BigInt)
             .ok_or_else(|| self.err("Expecting value"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rq::pickle::python_tests::python;
+
+    #[test]
+    fn float_repr_matches_python_rules() {
+        let cases = [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (2.75, "2.75"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e16, "1.5e+16"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1.5e-7, "1.5e-07"),
+            (1e300, "1e+300"),
+            (5e-324, "5e-324"),
+            (123456789.125, "123456789.125"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(float_repr(f), want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn repr_of_containers_and_strings() {
+        let s = |x: &str| PyValue::Str(x.into());
+        assert_eq!(PyValue::Tuple(vec![s("single")]).repr(), "('single',)");
+        assert_eq!(PyValue::Tuple(vec![]).repr(), "()");
+        assert_eq!(PyValue::Set(vec![]).repr(), "set()");
+        assert_eq!(
+            PyValue::FrozenSet(vec![PyValue::Int(1)]).repr(),
+            "frozenset({1})"
+        );
+        assert_eq!(s("it's").repr(), r#""it's""#);
+        assert_eq!(s("it's \"x\"").repr(), r#"'it\'s "x"'"#);
+        assert_eq!(
+            s("a\u{0}\u{7f}\u{a0}é\u{2028}😀").repr(),
+            r"'a\x00\x7f\xa0é\u2028😀'"
+        );
+        assert_eq!(
+            PyValue::Bytes(b"\x00\xff'".to_vec()).repr(),
+            r#"b"\x00\xff'""#
+        );
+        assert_eq!(
+            PyValue::ByteArray(b"ab".to_vec()).repr(),
+            "bytearray(b'ab')"
+        );
+        assert_eq!(
+            PyValue::str_dict([("a", PyValue::None)]).repr(),
+            "{'a': None}"
+        );
+        assert_eq!(
+            PyValue::TimeDelta {
+                days: -1,
+                seconds: 86399,
+                microseconds: 0
+            }
+            .repr(),
+            "datetime.timedelta(days=-1, seconds=86399)"
+        );
+        let dt = PyDateTime {
+            year: 2024,
+            month: 1,
+            day: 2,
+            hour: 0,
+            minute: 0,
+            second: 0,
+            microsecond: 0,
+            utc_offset_seconds: Some(-3600),
+        };
+        assert_eq!(
+            PyValue::DateTime(dt).repr(),
+            "datetime.datetime(2024, 1, 2, 0, 0, tzinfo=datetime.timezone(datetime.timedelta(days=-1, seconds=82800)))"
+        );
+    }
+
+    /// Random bit patterns: our float repr equals CPython's.
+    #[test]
+    fn float_repr_differential() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut floats = Vec::new();
+        for i in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mix raw bit patterns with "human" decimals.
+            floats.push(if i % 2 == 0 {
+                f64::from_bits(x)
+            } else {
+                (x % 2_000_000) as f64 / 1000.0 - 1000.0
+            });
+        }
+        let input: String = floats
+            .iter()
+            .map(|f| format!("{:016x}\n", f.to_bits()))
+            .collect();
+        let script = "import sys, struct\nfor l in sys.stdin:\n    print(repr(struct.unpack('>d', bytes.fromhex(l.strip()))[0]))\n";
+        let Some(out) = python(script, &input) else {
+            return;
+        };
+        for (f, want) in floats.iter().zip(out.lines()) {
+            assert_eq!(float_repr(*f), want, "{:016x}", f.to_bits());
+        }
+    }
+
+    /// Every JSON-able expression: `to_json_string` is byte-identical to `json.dumps`, and
+    /// `from_json_str` reads `json.dumps` output to the repr `json.loads` gives.
+    #[test]
+    fn json_differential() {
+        let exprs = crate::rq::pickle::python_tests::EXPRS;
+        let script = "import sys, pickle, json, binascii, datetime, decimal, uuid\nfor line in sys.stdin:\n    v = eval(line)\n    try:\n        d = json.dumps(v)\n    except (TypeError, ValueError) as e:\n        print('ERR'); print(type(e).__name__ + ': ' + str(e)); print(binascii.hexlify(pickle.dumps(v)).decode()); continue\n    print(d); print(repr(json.loads(d))); print(binascii.hexlify(pickle.dumps(v)).decode())\n";
+        let Some(out) = python(script, &(exprs.join("\n") + "\n")) else {
+            return;
+        };
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), exprs.len() * 3);
+        let mut ok = 0;
+        for (i, expr) in exprs.iter().enumerate() {
+            let (a, b, h) = (lines[i * 3], lines[i * 3 + 1], lines[i * 3 + 2]);
+            let v = crate::rq::pickle::loads(&hex::decode(h).expect("hex")).expect("decode");
+            if a == "ERR" {
+                let e = v.to_json_string().expect_err(expr);
+                assert_eq!(format!("TypeError: {e}"), b, "{expr}");
+                continue;
+            }
+            assert_eq!(v.to_json_string().as_deref(), Ok(a), "{expr}");
+            assert_eq!(
+                PyValue::from_json_str(a).map(|v| v.repr()),
+                Ok(b.to_string()),
+                "{expr}"
+            );
+            ok += 1;
+        }
+        assert!(ok > 60, "{ok}");
+    }
+
+    #[test]
+    fn json_parse_details() {
+        let v = PyValue::from_json_str(r#" {"b": 1, "a": [1.5, -0, 1e2, 123456789012345678901234567890], "b": "x\u00e9\ud83d\ude00"} "#).unwrap();
+        assert_eq!(
+            v.repr(),
+            "{'b': 'xé😀', 'a': [1.5, 0, 100.0, 123456789012345678901234567890]}"
+        );
+        assert_eq!(
+            PyValue::from_json_str("[NaN, Infinity, -Infinity]")
+                .unwrap()
+                .repr(),
+            "[nan, inf, -inf]"
+        );
+        for bad in [
+            "",
+            "[1,]",
+            "{\"a\" 1}",
+            "\"a\nb\"",
+            "[1] x",
+            "01",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "{1: 2}",
+            "tru",
+        ] {
+            assert!(PyValue::from_json_str(bad).is_err(), "{bad:?}");
+        }
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            PyValue::from_json_str(&deep),
+            Err(JsonError::TooDeep(_))
+        ));
+        assert_eq!(
+            PyValue::from_json_str("[1, 2").unwrap_err().to_string(),
+            "Expecting ',' delimiter: line 1 column 6 (char 5)"
+        );
+    }
+
+    #[test]
+    fn serde_json_conversions() {
+        let v = PyValue::from_json(
+            serde_json::json!({"a": [1, 2.5, null, true, "s", 18446744073709551615u64]}),
+        );
+        assert_eq!(
+            v.repr(),
+            "{'a': [1, 2.5, None, True, 's', 18446744073709551615]}"
+        );
+        assert_eq!(
+            v.to_json().unwrap(),
+            serde_json::json!({"a": [1, 2.5, null, true, "s", 18446744073709551615u64]})
+        );
+        let t = PyValue::Tuple(vec![PyValue::Int(1)]);
+        assert_eq!(t.to_json().unwrap(), serde_json::json!([1]));
+        assert!(PyValue::Bytes(vec![]).to_json().is_err());
     }
 }
