@@ -35,6 +35,45 @@ pub struct Payload {
     pub kwargs: Vec<(String, PyValue)>,
 }
 
+/// How many characters of each argument's repr a job `description` keeps (then `...`).
+pub const DESCRIPTION_ARG_CHARS: usize = 75;
+
+impl Payload {
+    /// A plain-function call with no instance.
+    pub fn new(
+        func_name: impl Into<String>,
+        args: Vec<PyValue>,
+        kwargs: Vec<(String, PyValue)>,
+    ) -> Self {
+        Payload {
+            func_name: func_name.into(),
+            instance: PyValue::None,
+            args,
+            kwargs,
+        }
+    }
+
+    /// The job `description` RQ writes at enqueue: `func(arg, ..., key=value)`, every repr cut to
+    /// 75 characters plus `...`, keyword arguments sorted.
+    pub fn description(&self) -> String {
+        fn cut(repr: String) -> String {
+            match repr.char_indices().nth(DESCRIPTION_ARG_CHARS) {
+                Some((i, _)) => format!("{}...", &repr[..i]),
+                None => repr,
+            }
+        }
+        let mut parts: Vec<String> = self.args.iter().map(|a| cut(a.repr())).collect();
+        let mut kw: Vec<String> = self
+            .kwargs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cut(v.repr())))
+            .collect();
+        kw.sort();
+        parts.extend(kw);
+        format!("{}({})", self.func_name, parts.join(", "))
+    }
+}
+
 /// Why a payload or value could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CodecError {
@@ -309,6 +348,96 @@ pub(crate) mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(as_tuple_repr(&p), want, "sample {name}");
         }
+    }
+
+    #[test]
+    fn descriptions_match_rq() {
+        let cases = [
+            (
+                "01",
+                Serializer::Pickle,
+                "jobs.ingest_extract.run('doc-123')",
+            ),
+            ("02", Serializer::Pickle, "jobs.add(2, 3)"),
+            (
+                "03",
+                Serializer::Pickle,
+                r"jobs.echo('héllo', 42, -7, 300, 70000, 1099511627776, -9223372036854775808, 1180591620717411303424, 3.14, None, True, False, b'\x00\xffbytes', '')",
+            ),
+            (
+                "04",
+                Serializer::Pickle,
+                "jobs.echo([1, 2, 3], {'a': 1, 'b': [True, None]}, (1, 'x'), (), [], {}, ('single',), {1, 2})",
+            ),
+            (
+                "05",
+                Serializer::Pickle,
+                "jobs.echo(opts={'mode': 'fast', 'ratio': 0.5}, path='/data/in.csv', retries=3)",
+            ),
+            (
+                "06",
+                Serializer::Pickle,
+                "jobs.echo(datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=datetime.timezone.utc..., datetime.datetime(2024, 1, 2, 3, 4, 5), datetime.date(2024, 1, 2), Decimal('12.50'), UUID('12345678-1234-5678-1234-567812345678'), datetime.timedelta(seconds=90))",
+            ),
+            (
+                "08",
+                Serializer::Pickle,
+                "jobs.echo('xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..., [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, ...)",
+            ),
+            ("09", Serializer::Json, "jobs.add(2, 3, z=None)"),
+        ];
+        for (name, ser, want) in cases {
+            assert_eq!(
+                decode_payload(&sample(name), ser).unwrap().description(),
+                want,
+                "sample {name}"
+            );
+        }
+    }
+
+    /// CPython reads our `data` field back with `pickle.loads(zlib.decompress(...))` and with
+    /// `json.loads`, which is what RQ's `Job.fetch` does.
+    #[test]
+    fn cpython_reads_encoded_payloads() {
+        let p = Payload::new(
+            "jobs.ingest.run",
+            vec![
+                PyValue::Str("doc-é".into()),
+                PyValue::BigInt(num_bigint::BigInt::from(2u8).pow(80u32)),
+                PyValue::Float(0.1),
+            ],
+            vec![
+                (
+                    "when".into(),
+                    PyValue::Date {
+                        year: 2024,
+                        month: 1,
+                        day: 2,
+                    },
+                ),
+                ("n".into(), PyValue::None),
+            ],
+        );
+        let mut json_p = p.clone();
+        json_p.kwargs.truncate(1);
+        json_p.kwargs[0].1 = PyValue::List(vec![PyValue::Bool(true)]);
+        let input = format!(
+            "{}\n{}\n",
+            hex::encode(encode_payload(&p, Serializer::Pickle).unwrap()),
+            hex::encode(encode_payload(&json_p, Serializer::Json).unwrap())
+        );
+        let script = "import sys, zlib, pickle, json\nl = sys.stdin.read().split()\nprint(repr(pickle.loads(zlib.decompress(bytes.fromhex(l[0])))))\nprint(repr(json.loads(zlib.decompress(bytes.fromhex(l[1])))))\n";
+        let Some(out) = crate::rq::pickle::python_tests::python(script, &input) else {
+            return;
+        };
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "('jobs.ingest.run', None, ('doc-é', 1208925819614629174706176, 0.1), {'when': datetime.date(2024, 1, 2), 'n': None})",
+                "['jobs.ingest.run', None, ['doc-é', 1208925819614629174706176, 0.1], {'when': [True]}]",
+            ]
+        );
     }
 
     #[test]
