@@ -25,6 +25,21 @@ pub enum Serializer {
     Json,
 }
 
+impl Serializer {
+    /// Parse an `rq worker --serializer` value: `pickle`/`default`/`json`, or RQ's dotted class
+    /// paths (`rq.serializers.DefaultSerializer`, `rq.serializers.JSONSerializer`).
+    pub fn from_name(name: &str) -> Option<Serializer> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "pickle"
+            | "default"
+            | "rq.serializers.defaultserializer"
+            | "rq.serializers.pickleserializer" => Some(Serializer::Pickle),
+            "json" | "rq.serializers.jsonserializer" => Some(Serializer::Json),
+            _ => None,
+        }
+    }
+}
+
 /// A decoded job `data` field: `(func_name, instance, args, kwargs)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {

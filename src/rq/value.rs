@@ -91,6 +91,38 @@ impl PyValue {
         }
     }
 
+    /// The str, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            PyValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The int as i64, if this is an int (not a bool) that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            PyValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// `value is None`.
+    pub fn is_none(&self) -> bool {
+        matches!(self, PyValue::None)
+    }
+
+    /// The value of key `key` in a dict, compared by str.
+    pub fn get_item(&self, key: &str) -> Option<&PyValue> {
+        match self {
+            PyValue::Dict(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// A dict with string keys, the shape of kwargs, `meta` and most return values.
     pub fn str_dict<K: Into<String>>(entries: impl IntoIterator<Item = (K, PyValue)>) -> PyValue {
         PyValue::Dict(
