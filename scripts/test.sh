@@ -20,9 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 START=$(date +%s)
 RQ_VERSIONS="${RQ_VERSIONS:-rq1.16 rq2.12 rq3.0}"
-# Until the worker runtime is on main the compat suite validates itself against the Python worker;
-# switched to rust (rq-worker) as soon as the runtime landed.
-COMPAT_WORKER="${COMPAT_WORKER:-python}"
+COMPAT_WORKER="${COMPAT_WORKER:-rust}"
 LOGDIR="$ROOT/target/test-logs"
 mkdir -p "$LOGDIR"
 
