@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod diag;
+pub mod ingest;
+pub mod maintenance;
 
 use std::collections::HashMap;
 use std::sync::Arc;
