@@ -137,8 +137,7 @@ fn extract_known(
         ctx,
         vec![("stage", PyValue::Str("extracting".into())), ("pages_total", PyValue::Int(pages_total as i64))],
     );
-    let pages: Vec<String> =
-        pdf.extract_pages()?.into_iter().map(|t| if t.contains('\0') { t.replace('\0', "") } else { t }).collect();
+    let pages: Vec<String> = pdf.extract_pages()?.into_iter().map(storable_text).collect();
     drop(pdf);
     drop(bytes);
     check_cancel(ctx)?;
@@ -183,4 +182,21 @@ fn extract_known(
     }
     tx.commit()?;
     Ok(pages_total)
+}
+
+/// Page text as PostgreSQL `text` accepts it: NUL characters removed (the platform's worker loses
+/// such documents with "A string literal cannot contain NUL (0x00) characters").
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "") } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_removed() {
+        assert_eq!(storable_text("alpha\0beta\0".into()), "alphabeta");
+        assert_eq!(storable_text("plain".into()), "plain");
+    }
 }
