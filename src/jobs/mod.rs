@@ -236,8 +236,8 @@ impl Registry {
 
 /// Every native job this binary implements.
 pub fn registry(ingest: &crate::config::IngestConfig, concurrency: usize) -> Registry {
-    let _ = (ingest, concurrency);
     let mut r = Registry::new();
     diag::register(&mut r);
+    ingest::register(&mut r, ingest, concurrency);
     r
 }
