@@ -395,3 +395,39 @@ fn nul_characters_are_stripped_from_page_text() {
     call(&reg, &Recorder::default(), INDEX, vec![], w.index_args(&doc)).unwrap();
     assert_eq!(w.status(&doc).0, "ready");
 }
+
+#[test]
+fn jobs_wait_for_the_api_transaction_that_enqueued_them() {
+    // The platform's API enqueues before it commits (upload-complete: pending_upload -> uploaded;
+    // reindex: ready -> indexing). A job that starts in between must act on the committed state.
+    let w = World::new();
+    let reg = w.registry();
+    let (doc, path) = w.upload("race.pdf", &make_pdf(&pages(2, 300, 71)));
+    w.db().execute("UPDATE documents SET status = 'pending_upload' WHERE id = $1::text::uuid", &[&doc]).unwrap();
+
+    let mut api = w.db();
+    let mut tx = api.transaction().unwrap();
+    tx.execute("UPDATE documents SET status = 'uploaded' WHERE id = $1::text::uuid", &[&doc]).unwrap();
+    let out = std::thread::scope(|s| {
+        let job = s.spawn(|| call(&reg, &Recorder::default(), EXTRACT, vec![], w.extract_args(&doc, &path)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tx.commit().unwrap();
+        job.join().unwrap()
+    });
+    assert_eq!(get(&out.unwrap(), "pages_total"), &PyValue::Int(2));
+    call(&reg, &Recorder::default(), INDEX, vec![], w.index_args(&doc)).unwrap();
+    assert_eq!(w.status(&doc).0, "ready");
+
+    let mut tx = api.transaction().unwrap();
+    tx.execute("DELETE FROM chunk_embeddings WHERE document_id = $1::text::uuid", &[&doc]).unwrap();
+    tx.execute("DELETE FROM chunks WHERE document_id = $1::text::uuid", &[&doc]).unwrap();
+    tx.execute("UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid", &[&doc]).unwrap();
+    let out = std::thread::scope(|s| {
+        let job = s.spawn(|| call(&reg, &Recorder::default(), INDEX, vec![], w.index_args(&doc)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tx.commit().unwrap();
+        job.join().unwrap()
+    });
+    assert_eq!(get(&out.unwrap(), "status"), &PyValue::Str("ready".into()));
+    assert_eq!(w.status(&doc).0, "ready");
+}

@@ -59,11 +59,11 @@ fn extract(
         Ok::<_, IngestError>((allowed, status))
     })();
     let (allowed, status) = started.map_err(IngestError::into_job_error)?;
-    let Some(status) = status else {
+    if status.is_none() {
         return Err(IngestError::Value("Document not found for workspace".into()).into_job_error());
-    };
+    }
 
-    match extract_known(services, ctx, &allowed, &status, &ws, &doc, bucket, storage_path) {
+    match extract_known(services, ctx, &allowed, &ws, &doc, bucket, storage_path) {
         Ok(pages_total) => {
             // Chained exactly as the platform's API would enqueue it (kwargs as received).
             let request = EnqueueRequest {
@@ -102,16 +102,15 @@ fn extract_known(
     services: &Services,
     ctx: &JobContext<'_>,
     allowed: &std::collections::HashSet<String>,
-    current_status: &str,
     ws: &str,
     doc: &str,
     bucket: &str,
     storage_path: &str,
 ) -> Result<usize, IngestError> {
     let config = &services.config;
-    if current_status == "pending_upload" {
-        return Err(IngestError::Value("Document upload is not complete (status: pending_upload)".into()));
-    }
+    // Any current status is accepted, as the platform's worker does: the API enqueues this job before
+    // committing `uploaded`, so a fast worker can still read `pending_upload` here. The UPDATE below
+    // waits for the API's row lock and then applies on top of its commit.
     let working = if allowed.contains("extracting") { "extracting" } else { "indexing" };
     {
         let mut conn = services.db()?;

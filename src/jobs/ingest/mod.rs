@@ -178,7 +178,10 @@ impl From<JobError> for IngestError {
 impl IngestError {
     /// The text for `documents.error_message` (at most 2000 characters).
     pub fn document_message(&self) -> String {
-        truncate_chars(&self.to_string(), MAX_ERROR_MESSAGE_CHARS)
+        match self {
+            IngestError::Cancelled(CancelReason::Timeout) => "Task exceeded maximum timeout value".to_string(),
+            other => truncate_chars(&other.to_string(), MAX_ERROR_MESSAGE_CHARS),
+        }
     }
 
     /// The job failure the runtime reports, with a Python-looking exception type.
