@@ -8,7 +8,11 @@ use clap::Args;
 #[command(next_help_heading = "Ingestion jobs (platform environment)")]
 pub struct IngestConfig {
     /// PostgreSQL (or `sqlite:///path` for the maintenance job) the ingestion jobs write to.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgresql://postgres:postgres@localhost:5432/enterprise_rag")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgresql://postgres:postgres@localhost:5432/enterprise_rag"
+    )]
     pub database_url: String,
 
     /// Supabase project URL; PDFs are downloaded from `{SUPABASE_URL}/storage/v1/object/{bucket}/{path}`.
@@ -36,11 +40,19 @@ pub struct IngestConfig {
     pub openai_api_key: Option<String>,
 
     /// Base URL of an OpenAI-compatible API (vLLM, Ollama, TEI, LiteLLM, ...).
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     pub openai_base_url: String,
 
     /// Embedding model name.
-    #[arg(long, env = "EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
+    #[arg(
+        long,
+        env = "EMBEDDING_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
     pub embedding_model: String,
 
     /// Dimension of the `chunk_embeddings.embedding` column.
@@ -52,7 +64,11 @@ pub struct IngestConfig {
     pub embedding_batch_size: usize,
 
     /// Timeout of one embeddings request, in seconds.
-    #[arg(long, env = "OPENAI_EMBEDDING_TIMEOUT_SECONDS", default_value_t = 300.0)]
+    #[arg(
+        long,
+        env = "OPENAI_EMBEDDING_TIMEOUT_SECONDS",
+        default_value_t = 300.0
+    )]
     pub openai_embedding_timeout_seconds: f64,
 
     /// Tokens per workspace per UTC day.
@@ -60,7 +76,12 @@ pub struct IngestConfig {
     pub daily_token_limit: i64,
 
     /// Reservations untouched for longer than this are reset by cleanup_stale_reservations.
-    #[arg(long, env = "RESERVATION_TTL_SECONDS", default_value_t = 600, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "RESERVATION_TTL_SECONDS",
+        default_value_t = 600,
+        allow_negative_numbers = true
+    )]
     pub reservation_ttl_seconds: i64,
 
     /// Largest PDF accepted, in bytes.
@@ -80,6 +101,10 @@ pub struct IngestConfig {
     pub ingest_index_job_timeout_seconds: i64,
 
     /// Timeout of extract jobs (informational: the enqueuer writes it on the job).
-    #[arg(long, env = "INGEST_EXTRACT_JOB_TIMEOUT_SECONDS", default_value_t = 900)]
+    #[arg(
+        long,
+        env = "INGEST_EXTRACT_JOB_TIMEOUT_SECONDS",
+        default_value_t = 900
+    )]
     pub ingest_extract_job_timeout_seconds: i64,
 }

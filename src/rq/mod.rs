@@ -4,5 +4,14 @@
 //! Implements `shared/spec/rq-wire.md` and the superset layout of `shared/spec/rq-versions.md` §5.
 //! Knows nothing about threads, handlers or what jobs do.
 
+pub mod codec;
+pub mod enqueue;
+pub mod job;
+pub mod keys;
+pub mod maintenance;
 pub mod pickle;
+pub mod pubsub;
+pub mod scripts;
+pub mod time;
 pub mod value;
+pub mod worker;
