@@ -255,3 +255,62 @@ fn warm_shutdown_finishes_the_running_job() {
         "{w:?}"
     );
 }
+
+#[test]
+fn webhooks_are_posted_on_terminal_status() {
+    use std::io::{Read, Write};
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.fail",
+        vec![PyValue::Str("x".into())],
+    );
+    let hooks = format!(
+        r#"[{{"url": "http://127.0.0.1:{port}/hook", "job_status": "failed", "method": "POST", "headers": {{"X-Token": "t"}}, "timeout": 5}}]"#
+    );
+    let _: () = con.hset(format!("rq:job:{id}"), "webhooks", hooks).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(h) = text.find("\r\n\r\n") {
+                let len = text[..h]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= h + 4 + len {
+                    break;
+                }
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let out = burst(&redis, &[]);
+    assert!(out.status.success());
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /hook"), "{request}");
+    assert!(request.to_ascii_lowercase().contains("x-token: t"));
+    assert!(
+        request.contains(&format!("\"job_id\":\"{id}\"")),
+        "{request}"
+    );
+    assert!(request.contains("\"status\":\"failed\""));
+    assert!(request.contains("RuntimeError: x"));
+}

@@ -16,6 +16,7 @@ pub mod maintenance;
 pub mod scheduler;
 pub mod shutdown;
 pub mod slot;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -314,6 +315,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
     for s in services {
         let _ = s.join();
     }
+    webhooks::wait_idle(Duration::from_secs(30));
     if registered == 0 {
         return Err(RuntimeError::NoWorkerStarted);
     }

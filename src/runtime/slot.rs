@@ -30,6 +30,7 @@ use crate::runtime::executor::{Control, Executor, WaitFor, Waited};
 use crate::runtime::failure;
 use crate::runtime::hooks::RedisHooks;
 use crate::runtime::shutdown::Phase;
+use crate::runtime::webhooks;
 
 /// The job a slot is running, as the heartbeat and pub/sub threads need to see it.
 #[derive(Debug, Clone)]
@@ -462,6 +463,32 @@ fn run_job(
     slot.set_running(None);
     slot.beat();
     process.job_done();
+    if let Some(raw) = s.fields.get("webhooks") {
+        let status = match recorded {
+            Some(Recorded::Finished) => Some("finished"),
+            Some(Recorded::Failed) => Some("failed"),
+            _ => None,
+        };
+        if let Some(status) = status {
+            let iso = |v: &[u8]| {
+                crate::rq::time::parse_iso(&String::from_utf8_lossy(v))
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+            };
+            webhooks::send(
+                raw,
+                webhooks::Event {
+                    job_id: s.job_id.clone(),
+                    func_name: func_for_log.clone(),
+                    status,
+                    enqueued_at: s.fields.get("enqueued_at").and_then(|v| iso(v)),
+                    ended_at: iso(Timestamp::now().iso().as_bytes()),
+                    exc_info: (status == "failed")
+                        .then(|| codec::decode_exc_string(&finish.exc_string).ok())
+                        .flatten(),
+                },
+            );
+        }
+    }
     let ms = elapsed.as_millis();
     match recorded {
         Some(Recorded::Finished) => info!("{tag} status=finished elapsed_ms={ms}"),
