@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod diag;
+pub mod ingest;
+pub mod maintenance;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -234,8 +236,8 @@ impl Registry {
 
 /// Every native job this binary implements.
 pub fn registry(ingest: &crate::config::IngestConfig, concurrency: usize) -> Registry {
-    let _ = (ingest, concurrency);
     let mut r = Registry::new();
     diag::register(&mut r);
+    ingest::register(&mut r, ingest, concurrency);
     r
 }
