@@ -137,7 +137,8 @@ def idle_rss_kb(cmd, url, queue, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=2000, help="jobs per rq-worker and SimpleWorker run")
+    ap.add_argument("--jobs", type=int, default=2000, help="jobs for the SimpleWorker run")
+    ap.add_argument("--rust-jobs", type=int, default=20000, help="jobs per rq-worker run")
     ap.add_argument("--fork-jobs", type=int, default=300, help="jobs for the (slow) forking Worker")
     ap.add_argument("--rt-jobs", type=int, default=200, help="jobs for the round-trip count")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rq-worker"))
@@ -163,8 +164,8 @@ def main():
         candidates = [
             ("rq worker (forking Worker)", python_cmd(None), args.fork_jobs),
             ("rq worker -w rq.SimpleWorker", python_cmd("rq.SimpleWorker"), args.jobs),
-            ("rq-worker --concurrency 1", ours(1), args.jobs),
-            ("rq-worker --concurrency 4", ours(4), args.jobs),
+            ("rq-worker --concurrency 1", ours(1), args.rust_jobs),
+            ("rq-worker --concurrency 4", ours(4), args.rust_jobs),
         ]
         proxy = CountingProxy(port)
         proxy_url = f"redis://127.0.0.1:{proxy.port}/0"

@@ -102,7 +102,11 @@ def tiktoken_cache() -> str:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ingest-services")
+    yield from start_services(tmp_path_factory.mktemp("ingest-services"))
+
+
+def start_services(base: Path):
+    """Generator: yields the services dict, stops everything when resumed (also usable outside pytest)."""
     procs = []
     redis_port = free_port()
     redis_proc = subprocess.Popen(

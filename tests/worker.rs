@@ -314,3 +314,43 @@ fn webhooks_are_posted_on_terminal_status() {
     assert!(request.contains("\"status\":\"failed\""));
     assert!(request.contains("RuntimeError: x"));
 }
+
+#[test]
+fn redis_outage_mid_job_loses_nothing() {
+    let mut redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.sleep",
+        vec![PyValue::Float(2.0)],
+    );
+    let after = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(1)],
+    );
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--url", &redis.url(), "--name", "outage", "--max-jobs", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
+    redis.kill();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    redis.restart();
+    let mut con = redis.con();
+    assert!(
+        wait_for(60, || status(&mut con, &after).as_deref()
+            == Some("finished")),
+        "the worker reconnected and went on"
+    );
+    assert_eq!(
+        status(&mut con, &id).as_deref(),
+        Some("finished"),
+        "the outcome held during the outage was written"
+    );
+    let code = child.wait().expect("wait");
+    assert!(code.success());
+}

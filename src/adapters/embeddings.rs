@@ -54,9 +54,9 @@ impl EmbeddingsError {
             },
             EmbeddingsError::Connection { .. } => "openai.APIConnectionError",
             EmbeddingsError::Timeout { .. } => "openai.APITimeoutError",
-            EmbeddingsError::BadResponse(_) | EmbeddingsError::Dimension { .. } | EmbeddingsError::NotConfigured => {
-                "ValueError"
-            }
+            EmbeddingsError::BadResponse(_)
+            | EmbeddingsError::Dimension { .. }
+            | EmbeddingsError::NotConfigured => "ValueError",
             EmbeddingsError::Cancelled => "rq_worker.JobCancelled",
         }
     }
@@ -143,20 +143,34 @@ impl EmbeddingsClient {
     }
 
     /// Embed `inputs` in one request (plus retries). `stop` is polled while waiting to retry.
-    pub fn embed(&self, inputs: &[String], stop: &dyn Fn() -> bool) -> Result<Embedded, EmbeddingsError> {
-        let key = self.config.api_key.as_deref().filter(|k| !k.is_empty()).ok_or(EmbeddingsError::NotConfigured)?;
+    pub fn embed(
+        &self,
+        inputs: &[String],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Embedded, EmbeddingsError> {
+        let key = self
+            .config
+            .api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or(EmbeddingsError::NotConfigured)?;
         let encoding = match self.config.encoding {
             EmbeddingEncoding::Base64 => "base64",
             EmbeddingEncoding::Float => "float",
         };
         let body = serde_json::json!({"model": self.config.model, "input": inputs, "encoding_format": encoding});
-        let body = serde_json::to_vec(&body).map_err(|e| EmbeddingsError::BadResponse(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&body).map_err(|e| EmbeddingsError::BadResponse(e.to_string()))?;
         let mut requests = 0u32;
         loop {
             requests += 1;
             let (err, wait) = match self.try_once(key, &body, inputs.len()) {
                 Ok((vectors, total_tokens)) => {
-                    return Ok(Embedded { vectors, total_tokens, requests });
+                    return Ok(Embedded {
+                        vectors,
+                        total_tokens,
+                        requests,
+                    });
                 }
                 Err(Attempt::Final(e)) => return Err(e),
                 Err(Attempt::Retry(e, wait)) => (e, wait),
@@ -166,7 +180,9 @@ impl EmbeddingsClient {
             }
             let backoff = Duration::from_millis(500u64.saturating_mul(1 << (requests - 1).min(4)));
             let delay = wait.unwrap_or(backoff).min(Duration::from_secs(60));
-            log::warn!("embeddings request failed (attempt {requests}): {err}; retrying in {delay:?}");
+            log::warn!(
+                "embeddings request failed (attempt {requests}): {err}; retrying in {delay:?}"
+            );
             let end = Instant::now() + delay;
             loop {
                 if stop() {
@@ -181,7 +197,12 @@ impl EmbeddingsClient {
         }
     }
 
-    fn try_once(&self, key: &str, body: &[u8], n: usize) -> Result<(Vec<Vec<f32>>, Option<u64>), Attempt> {
+    fn try_once(
+        &self,
+        key: &str,
+        body: &[u8],
+        n: usize,
+    ) -> Result<(Vec<Vec<f32>>, Option<u64>), Attempt> {
         let sent = self
             .agent
             .post(&self.url)
@@ -196,51 +217,87 @@ impl EmbeddingsClient {
         let status = response.status().as_u16();
         if status >= 400 {
             let wait = retry_after(response.headers());
-            let text = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-            let err = EmbeddingsError::Status { status, body: text.chars().take(1000).collect() };
-            return Err(if status == 429 || status >= 500 || status == 408 || status == 409 {
-                Attempt::Retry(err, wait)
-            } else {
-                Attempt::Final(err)
-            });
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024)
+                .read_to_string()
+                .unwrap_or_default();
+            let err = EmbeddingsError::Status {
+                status,
+                body: text.chars().take(1000).collect(),
+            };
+            return Err(
+                if status == 429 || status >= 500 || status == 408 || status == 409 {
+                    Attempt::Retry(err, wait)
+                } else {
+                    Attempt::Final(err)
+                },
+            );
         }
-        let bytes = match response.body_mut().with_config().limit(512 * 1024 * 1024).read_to_vec() {
+        let bytes = match response
+            .body_mut()
+            .with_config()
+            .limit(512 * 1024 * 1024)
+            .read_to_vec()
+        {
             Ok(b) => b,
             Err(e) => return Err(Attempt::Retry(transport_error(e), None)),
         };
         let parsed: Response = match serde_json::from_slice(&bytes) {
             Ok(p) => p,
             Err(e) => {
-                let err = EmbeddingsError::BadResponse(format!("{e} (status {status}, {} bytes)", bytes.len()));
+                let err = EmbeddingsError::BadResponse(format!(
+                    "{e} (status {status}, {} bytes)",
+                    bytes.len()
+                ));
                 // A cut-off body is a transport problem worth retrying; any other bad JSON is not.
-                return Err(if e.is_eof() { Attempt::Retry(err, None) } else { Attempt::Final(err) });
+                return Err(if e.is_eof() {
+                    Attempt::Retry(err, None)
+                } else {
+                    Attempt::Final(err)
+                });
             }
         };
         self.decode(parsed, n).map_err(Attempt::Final)
     }
 
-    fn decode(&self, parsed: Response, n: usize) -> Result<(Vec<Vec<f32>>, Option<u64>), EmbeddingsError> {
+    fn decode(
+        &self,
+        parsed: Response,
+        n: usize,
+    ) -> Result<(Vec<Vec<f32>>, Option<u64>), EmbeddingsError> {
         if parsed.data.len() != n {
-            return Err(EmbeddingsError::BadResponse(format!("{} embeddings for {n} inputs", parsed.data.len())));
+            return Err(EmbeddingsError::BadResponse(format!(
+                "{} embeddings for {n} inputs",
+                parsed.data.len()
+            )));
         }
         let mut out: Vec<Option<Vec<f32>>> = vec![None; n];
         for (pos, item) in parsed.data.into_iter().enumerate() {
             let index = item.index.unwrap_or(pos);
-            let slot = out
-                .get_mut(index)
-                .ok_or_else(|| EmbeddingsError::BadResponse(format!("index {index} out of range")))?;
+            let slot = out.get_mut(index).ok_or_else(|| {
+                EmbeddingsError::BadResponse(format!("index {index} out of range"))
+            })?;
             if slot.is_some() {
-                return Err(EmbeddingsError::BadResponse(format!("index {index} repeated")));
+                return Err(EmbeddingsError::BadResponse(format!(
+                    "index {index} repeated"
+                )));
             }
             let vector = match item.embedding {
                 Vector::Floats(v) => v,
                 Vector::Base64(s) => decode_base64_f32(&s)?,
             };
             if vector.len() != self.config.dim {
-                return Err(EmbeddingsError::Dimension { expected: self.config.dim, got: vector.len() });
+                return Err(EmbeddingsError::Dimension {
+                    expected: self.config.dim,
+                    got: vector.len(),
+                });
             }
             if vector.iter().any(|x| !x.is_finite()) {
-                return Err(EmbeddingsError::BadResponse(format!("embedding {index} has a non-finite value")));
+                return Err(EmbeddingsError::BadResponse(format!(
+                    "embedding {index} has a non-finite value"
+                )));
             }
             *slot = Some(vector);
         }
@@ -251,14 +308,23 @@ impl EmbeddingsClient {
 
 fn transport_error(e: ureq::Error) -> EmbeddingsError {
     match e {
-        ureq::Error::Timeout(t) => EmbeddingsError::Timeout { message: t.to_string() },
-        other => EmbeddingsError::Connection { message: other.to_string() },
+        ureq::Error::Timeout(t) => EmbeddingsError::Timeout {
+            message: t.to_string(),
+        },
+        other => EmbeddingsError::Connection {
+            message: other.to_string(),
+        },
     }
 }
 
 /// `retry-after-ms` (OpenAI) or `Retry-After` in seconds.
 fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
@@ -277,9 +343,15 @@ pub fn decode_base64_f32(s: &str) -> Result<Vec<f32>, EmbeddingsError> {
         .decode(s.trim())
         .map_err(|e| EmbeddingsError::BadResponse(format!("bad base64 embedding: {e}")))?;
     if bytes.len() % 4 != 0 {
-        return Err(EmbeddingsError::BadResponse(format!("base64 embedding of {} bytes is not float32s", bytes.len())));
+        return Err(EmbeddingsError::BadResponse(format!(
+            "base64 embedding of {} bytes is not float32s",
+            bytes.len()
+        )));
     }
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 #[cfg(test)]
@@ -298,11 +370,19 @@ mod tests {
     #[test]
     fn python_types() {
         assert_eq!(
-            EmbeddingsError::Status { status: 401, body: String::new() }.python_type(),
+            EmbeddingsError::Status {
+                status: 401,
+                body: String::new()
+            }
+            .python_type(),
             "openai.AuthenticationError"
         );
         assert_eq!(
-            EmbeddingsError::Status { status: 503, body: String::new() }.python_type(),
+            EmbeddingsError::Status {
+                status: 503,
+                body: String::new()
+            }
+            .python_type(),
             "openai.InternalServerError"
         );
     }

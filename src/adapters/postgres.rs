@@ -36,7 +36,9 @@ pub struct PgPool {
 
 impl std::fmt::Debug for PgPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgPool").field("state", &self.pool.state()).finish()
+        f.debug_struct("PgPool")
+            .field("state", &self.pool.state())
+            .finish()
     }
 }
 
@@ -47,7 +49,10 @@ struct SessionSetup {
 
 impl r2d2::CustomizeConnection<Client, ::postgres::Error> for SessionSetup {
     fn on_acquire(&self, conn: &mut Client) -> Result<(), ::postgres::Error> {
-        conn.batch_execute(&format!("SET statement_timeout = {}", self.statement_timeout_ms))
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout_ms
+        ))
     }
 }
 
@@ -57,7 +62,8 @@ impl PgPool {
         let (config, verify) = parse_url(url)?;
         let mut tls = native_tls::TlsConnector::builder();
         if !verify {
-            tls.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
+            tls.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
         }
         let tls = MakeTlsConnector::new(tls.build().map_err(PgError::Tls)?);
         let manager = PostgresConnectionManager::new(config, tls);
@@ -82,7 +88,9 @@ impl PgPool {
 /// Turn the platform's URL into a driver config; the bool says whether certificates are verified.
 pub fn parse_url(url: &str) -> Result<(Config, bool), PgError> {
     let url = url.trim();
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| PgError::BadUrl("expected postgresql://...".into()))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| PgError::BadUrl("expected postgresql://...".into()))?;
     let base = scheme.split('+').next().unwrap_or(scheme);
     if base != "postgresql" && base != "postgres" {
         return Err(PgError::BadUrl(format!("unsupported scheme '{scheme}'")));
@@ -122,7 +130,9 @@ pub fn parse_url(url: &str) -> Result<(Config, bool), PgError> {
         driver_url.push('?');
         driver_url.push_str(&kept.join("&"));
     }
-    let mut config: Config = driver_url.parse().map_err(|e: ::postgres::Error| PgError::BadUrl(e.to_string()))?;
+    let mut config: Config = driver_url
+        .parse()
+        .map_err(|e: ::postgres::Error| PgError::BadUrl(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -145,9 +155,13 @@ pub fn parse_url(url: &str) -> Result<(Config, bool), PgError> {
 pub struct PgVector<'a>(pub &'a [f32]);
 
 impl ToSql for PgVector<'_> {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        let dim =
-            i16::try_from(self.0.len()).map_err(|_| format!("vector of {} dimensions is too long", self.0.len()))?;
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let dim = i16::try_from(self.0.len())
+            .map_err(|_| format!("vector of {} dimensions is too long", self.0.len()))?;
         out.reserve(4 + 4 * self.0.len());
         out.put_i16(dim);
         out.put_i16(0);
@@ -196,10 +210,15 @@ mod tests {
         assert_eq!(c.get_dbname(), Some("postgres"));
         assert_eq!(c.get_ports(), [6543]);
         assert_eq!(c.get_ssl_mode(), ::postgres::config::SslMode::Require);
-        let (c, _) = parse_url("postgresql://postgres:postgres@localhost:5432/enterprise_rag").unwrap();
+        let (c, _) =
+            parse_url("postgresql://postgres:postgres@localhost:5432/enterprise_rag").unwrap();
         assert_eq!(c.get_ssl_mode(), ::postgres::config::SslMode::Prefer);
         assert!(parse_url("mysql://x").is_err());
         assert!(parse_url("postgresql://h/db?sslmode=bogus").is_err());
-        assert!(parse_url("postgresql://h/db?sslmode=verify-full").unwrap().1);
+        assert!(
+            parse_url("postgresql://h/db?sslmode=verify-full")
+                .unwrap()
+                .1
+        );
     }
 }

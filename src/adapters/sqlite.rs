@@ -7,7 +7,9 @@ use std::time::Duration;
 /// Why the SQLite database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
-    #[error("invalid sqlite DATABASE_URL '{0}': expected sqlite:///relative/path or sqlite:////absolute/path")]
+    #[error(
+        "invalid sqlite DATABASE_URL '{0}': expected sqlite:///relative/path or sqlite:////absolute/path"
+    )]
     BadUrl(String),
     #[error("sqlite {path}")]
     Sqlite {
@@ -34,8 +36,13 @@ pub fn path_from_url(url: &str) -> Option<Result<PathBuf, SqliteError>> {
 
 /// Open the database file (it must exist: the platform created its tables).
 pub fn open(path: &std::path::Path) -> Result<rusqlite::Connection, SqliteError> {
-    let err = |source| SqliteError::Sqlite { path: path.display().to_string(), source };
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(err)?;
+    let err = |source| SqliteError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(err)?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
     Ok(conn)
 }
@@ -46,8 +53,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(path_from_url("sqlite:///./dev.db").unwrap().unwrap(), PathBuf::from("./dev.db"));
-        assert_eq!(path_from_url("sqlite:////tmp/x.db").unwrap().unwrap(), PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            path_from_url("sqlite:///./dev.db").unwrap().unwrap(),
+            PathBuf::from("./dev.db")
+        );
+        assert_eq!(
+            path_from_url("sqlite:////tmp/x.db").unwrap().unwrap(),
+            PathBuf::from("/tmp/x.db")
+        );
         assert!(path_from_url("sqlite://").unwrap().is_err());
         assert!(path_from_url("postgresql://h/db").is_none());
     }

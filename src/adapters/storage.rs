@@ -26,7 +26,11 @@ pub enum StorageError {
     NotFound { bucket: String, path: String },
     /// A bucket or path that would leave the storage folder.
     #[error("invalid storage path {bucket}/{path}: {reason}")]
-    BadPath { bucket: String, path: String, reason: &'static str },
+    BadPath {
+        bucket: String,
+        path: String,
+        reason: &'static str,
+    },
     /// Local backend: the file exists but could not be read.
     #[error("reading {path}")]
     Io {
@@ -35,7 +39,9 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// Neither STORAGE_DIR nor SUPABASE_URL plus a key is set.
-    #[error("Supabase storage is not configured (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or STORAGE_DIR)")]
+    #[error(
+        "Supabase storage is not configured (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or STORAGE_DIR)"
+    )]
     NotConfigured,
     /// The job was asked to stop while waiting to retry.
     #[error("download cancelled")]
@@ -94,7 +100,12 @@ impl SupabaseStorage {
 
     /// The object URL, encoded as the platform encodes it.
     pub fn object_url(&self, bucket: &str, path: &str) -> String {
-        format!("{}/storage/v1/object/{}/{}", self.base_url, quote(bucket, false), quote(path, true))
+        format!(
+            "{}/storage/v1/object/{}/{}",
+            self.base_url,
+            quote(bucket, false),
+            quote(path, true)
+        )
     }
 
     fn download(
@@ -115,7 +126,10 @@ impl SupabaseStorage {
             };
             if attempt > self.max_retries {
                 return Err(match retryable {
-                    StorageError::Transport { message, .. } => StorageError::Transport { attempts: attempt, message },
+                    StorageError::Transport { message, .. } => StorageError::Transport {
+                        attempts: attempt,
+                        message,
+                    },
                     other => other,
                 });
             }
@@ -128,8 +142,12 @@ impl SupabaseStorage {
     }
 
     fn try_once(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, Attempt> {
-        let transport =
-            |e: ureq::Error| Attempt::Retry(StorageError::Transport { attempts: 1, message: e.to_string() });
+        let transport = |e: ureq::Error| {
+            Attempt::Retry(StorageError::Transport {
+                attempts: 1,
+                message: e.to_string(),
+            })
+        };
         let mut response = self
             .agent
             .get(url)
@@ -139,10 +157,19 @@ impl SupabaseStorage {
             .map_err(transport)?;
         let status = response.status().as_u16();
         if status >= 400 {
-            let body = response.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(64 * 1024)
+                .read_to_string()
+                .unwrap_or_default();
             let body: String = body.chars().take(500).collect();
             let err = StorageError::Status { status, body };
-            return Err(if status >= 500 { Attempt::Retry(err) } else { Attempt::Final(err) });
+            return Err(if status >= 500 {
+                Attempt::Retry(err)
+            } else {
+                Attempt::Final(err)
+            });
         }
         let length = response
             .headers()
@@ -152,11 +179,22 @@ impl SupabaseStorage {
         if let Some(size) = length
             && size > max_bytes
         {
-            return Err(Attempt::Final(StorageError::TooLarge { size: Some(size), limit: max_bytes }));
+            return Err(Attempt::Final(StorageError::TooLarge {
+                size: Some(size),
+                limit: max_bytes,
+            }));
         }
-        match response.body_mut().with_config().limit(max_bytes.saturating_add(1)).read_to_vec() {
+        match response
+            .body_mut()
+            .with_config()
+            .limit(max_bytes.saturating_add(1))
+            .read_to_vec()
+        {
             Ok(bytes) if bytes.len() as u64 > max_bytes => {
-                Err(Attempt::Final(StorageError::TooLarge { size: None, limit: max_bytes }))
+                Err(Attempt::Final(StorageError::TooLarge {
+                    size: None,
+                    limit: max_bytes,
+                }))
             }
             Ok(bytes) => {
                 if let Some(size) = length
@@ -169,9 +207,10 @@ impl SupabaseStorage {
                 }
                 Ok(bytes)
             }
-            Err(ureq::Error::BodyExceedsLimit(_)) => {
-                Err(Attempt::Final(StorageError::TooLarge { size: None, limit: max_bytes }))
-            }
+            Err(ureq::Error::BodyExceedsLimit(_)) => Err(Attempt::Final(StorageError::TooLarge {
+                size: None,
+                limit: max_bytes,
+            })),
             Err(e) => Err(transport(e)),
         }
     }
@@ -205,7 +244,11 @@ pub struct LocalStorage {
 
 impl LocalStorage {
     fn download(&self, bucket: &str, path: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
-        let bad = |reason| StorageError::BadPath { bucket: bucket.to_string(), path: path.to_string(), reason };
+        let bad = |reason| StorageError::BadPath {
+            bucket: bucket.to_string(),
+            path: path.to_string(),
+            reason,
+        };
         let mut full = self.dir.clone();
         for part in [bucket, path] {
             let p = Path::new(part);
@@ -217,22 +260,36 @@ impl LocalStorage {
             }
             full.push(p);
         }
-        let io = |source: std::io::Error| StorageError::Io { path: full.clone(), source };
+        let io = |source: std::io::Error| StorageError::Io {
+            path: full.clone(),
+            source,
+        };
         let file = match std::fs::File::open(&full) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound { bucket: bucket.to_string(), path: path.to_string() });
+                return Err(StorageError::NotFound {
+                    bucket: bucket.to_string(),
+                    path: path.to_string(),
+                });
             }
             Err(e) => return Err(io(e)),
         };
         let size = file.metadata().map_err(io)?.len();
         if size > max_bytes {
-            return Err(StorageError::TooLarge { size: Some(size), limit: max_bytes });
+            return Err(StorageError::TooLarge {
+                size: Some(size),
+                limit: max_bytes,
+            });
         }
         let mut bytes = Vec::with_capacity(size as usize);
-        file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         if bytes.len() as u64 > max_bytes {
-            return Err(StorageError::TooLarge { size: None, limit: max_bytes });
+            return Err(StorageError::TooLarge {
+                size: None,
+                limit: max_bytes,
+            });
         }
         Ok(bytes)
     }
@@ -243,7 +300,9 @@ impl LocalStorage {
 pub fn quote(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        let keep = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'~') || (keep_slash && b == b'/');
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b'.' | b'-' | b'~')
+            || (keep_slash && b == b'/');
         if keep {
             out.push(b as char);
         } else {
@@ -260,14 +319,20 @@ mod tests {
     #[test]
     fn quote_matches_python() {
         assert_eq!(quote("my bucket/x", false), "my%20bucket%2Fx");
-        assert_eq!(quote("ws/doc/résumé (1).pdf", true), "ws/doc/r%C3%A9sum%C3%A9%20%281%29.pdf");
+        assert_eq!(
+            quote("ws/doc/résumé (1).pdf", true),
+            "ws/doc/r%C3%A9sum%C3%A9%20%281%29.pdf"
+        );
         assert_eq!(quote("a~b_c.d-e", true), "a~b_c.d-e");
     }
 
     #[test]
     fn object_url_shape() {
         let s = SupabaseStorage::new("http://h:1/", "k", Duration::from_secs(1), 0);
-        assert_eq!(s.object_url("documents", "w/d/a b.pdf"), "http://h:1/storage/v1/object/documents/w/d/a%20b.pdf");
+        assert_eq!(
+            s.object_url("documents", "w/d/a b.pdf"),
+            "http://h:1/storage/v1/object/documents/w/d/a%20b.pdf"
+        );
     }
 
     #[test]
@@ -277,10 +342,22 @@ mod tests {
         std::fs::write(dir.join("b/f.pdf"), b"12345").unwrap();
         let l = LocalStorage { dir: dir.clone() };
         assert_eq!(l.download("b", "f.pdf", 5).unwrap(), b"12345");
-        assert!(matches!(l.download("b", "f.pdf", 4), Err(StorageError::TooLarge { .. })));
-        assert!(matches!(l.download("b", "../b/f.pdf", 9), Err(StorageError::BadPath { .. })));
-        assert!(matches!(l.download("b", "/etc/passwd", 9), Err(StorageError::BadPath { .. })));
-        assert!(matches!(l.download("b", "nope.pdf", 9), Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            l.download("b", "f.pdf", 4),
+            Err(StorageError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            l.download("b", "../b/f.pdf", 9),
+            Err(StorageError::BadPath { .. })
+        ));
+        assert!(matches!(
+            l.download("b", "/etc/passwd", 9),
+            Err(StorageError::BadPath { .. })
+        ));
+        assert!(matches!(
+            l.download("b", "nope.pdf", 9),
+            Err(StorageError::NotFound { .. })
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -164,7 +164,9 @@ impl IngestConfig {
             #[command(flatten)]
             ingest: IngestConfig,
         }
-        <Only as clap::Parser>::try_parse_from(["rq-worker"]).map(|o| o.ingest).map_err(|e| e.to_string())
+        <Only as clap::Parser>::try_parse_from(["rq-worker"])
+            .map(|o| o.ingest)
+            .map_err(|e| e.to_string())
     }
 
     /// The Supabase key: service-role key, else the anon key.

@@ -20,7 +20,9 @@ pub fn cleanup_stale_reservations(
     let ttl = config.reservation_ttl_seconds.max(0);
     let rows = match sqlite::path_from_url(&config.database_url) {
         Some(path) => {
-            let path = path.map_err(|e| JobError::with_source("sqlalchemy.exc.ArgumentError", e.to_string(), e))?;
+            let path = path.map_err(|e| {
+                JobError::with_source("sqlalchemy.exc.ArgumentError", e.to_string(), e)
+            })?;
             cleanup_sqlite(&path, ttl)?
         }
         None => cleanup_postgres(config, ttl)?,
@@ -40,12 +42,18 @@ fn cleanup_postgres(config: &IngestConfig, ttl: i64) -> Result<u64, JobError> {
          WHERE tokens_reserved > 0 AND updated_at < NOW() - make_interval(secs => $1::bigint)",
         &[&ttl],
     )
-    .map_err(|e| JobError::with_source("sqlalchemy.exc.DatabaseError", crate::adapters::postgres::describe(&e), e))
+    .map_err(|e| {
+        JobError::with_source(
+            "sqlalchemy.exc.DatabaseError",
+            crate::adapters::postgres::describe(&e),
+            e,
+        )
+    })
 }
 
 fn cleanup_sqlite(path: &std::path::Path, ttl: i64) -> Result<u64, JobError> {
-    let conn =
-        sqlite::open(path).map_err(|e| JobError::with_source("sqlalchemy.exc.OperationalError", e.to_string(), e))?;
+    let conn = sqlite::open(path)
+        .map_err(|e| JobError::with_source("sqlalchemy.exc.OperationalError", e.to_string(), e))?;
     let changed = conn
         .execute(
             "UPDATE workspace_daily_usage SET tokens_reserved = 0, updated_at = CURRENT_TIMESTAMP \
@@ -87,14 +95,32 @@ mod tests {
             deadline: None,
             hooks: &NoHooks,
         };
-        let args = Args::new("jobs.maintenance.cleanup_stale_reservations", vec![], vec![]);
-        assert_eq!(cleanup_stale_reservations(&config, &ctx, args).unwrap(), PyValue::Int(1));
+        let args = Args::new(
+            "jobs.maintenance.cleanup_stale_reservations",
+            vec![],
+            vec![],
+        );
+        assert_eq!(
+            cleanup_stale_reservations(&config, &ctx, args).unwrap(),
+            PyValue::Int(1)
+        );
         let reserved: i64 = conn
-            .query_row("SELECT tokens_reserved FROM workspace_daily_usage WHERE workspace_id = 'a'", [], |r| r.get(0))
+            .query_row(
+                "SELECT tokens_reserved FROM workspace_daily_usage WHERE workspace_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(reserved, 0);
-        let args = Args::new("jobs.maintenance.cleanup_stale_reservations", vec![], vec![]);
-        assert_eq!(cleanup_stale_reservations(&config, &ctx, args).unwrap(), PyValue::Int(0));
+        let args = Args::new(
+            "jobs.maintenance.cleanup_stale_reservations",
+            vec![],
+            vec![],
+        );
+        assert_eq!(
+            cleanup_stale_reservations(&config, &ctx, args).unwrap(),
+            PyValue::Int(0)
+        );
         drop(conn);
         let _ = std::fs::remove_file(&path);
     }

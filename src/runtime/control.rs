@@ -126,7 +126,7 @@ pub fn pubsub(process: Arc<Process>) {
             }
             continue;
         }
-        let _ = ps.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = ps.set_read_timeout(Some(Duration::from_millis(250)));
         loop {
             if process.shutdown.phase() >= Phase::Done {
                 let _ = ps.unsubscribe(&channels);

@@ -27,7 +27,16 @@ impl TestRedis {
         let dir =
             std::env::temp_dir().join(format!("rqw-test-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new("redis-server")
+        let child = Self::spawn(port, &dir);
+        let r = TestRedis { port, child, dir };
+        r.wait_ready();
+        r
+    }
+
+    /// redis-server with an fsync-always append-only file, so it can be killed and restarted
+    /// with its data (outage tests).
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -35,26 +44,40 @@ impl TestRedis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed for the integration tests");
-        let r = TestRedis { port, child, dir };
+            .expect("redis-server must be installed for the integration tests")
+    }
+
+    /// Kill the server hard (SIGKILL), as an outage would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = r.client().get_connection() {
+            if let Ok(mut c) = self.client().get_connection() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return r;
+                    return;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not start on port {port}"
+                "redis-server did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use rq_worker::config::IngestConfig;
-use rq_worker::jobs::{Args, CancelToken, EnqueueRequest, JobContext, JobError, JobHooks, Registry};
+use rq_worker::jobs::{
+    Args, CancelToken, EnqueueRequest, JobContext, JobError, JobHooks, Registry,
+};
 use rq_worker::rq::value::PyValue;
 
 pub const STORAGE_KEY: &str = "service-role-test-key";
@@ -29,7 +31,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A name unique within this test run.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub fn scratch_dir(name: &str) -> PathBuf {
@@ -52,9 +58,15 @@ fn server_url() -> &'static str {
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/pg.sh");
-        assert!(out.status.success(), "scripts/pg.sh start failed: PostgreSQL+pgvector is required for these tests");
+        assert!(
+            out.status.success(),
+            "scripts/pg.sh start failed: PostgreSQL+pgvector is required for these tests"
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        let port = text.lines().find_map(|l| l.strip_prefix("PGPORT=")).expect("PGPORT in pg.sh output");
+        let port = text
+            .lines()
+            .find_map(|l| l.strip_prefix("PGPORT="))
+            .expect("PGPORT in pg.sh output");
         format!("postgresql://postgres@127.0.0.1:{port}")
     })
 }
@@ -63,7 +75,8 @@ fn server_url() -> &'static str {
 pub fn fresh_database() -> String {
     let name = unique("ingest");
     let admin = format!("{}/postgres", server_url());
-    let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("connect to test PostgreSQL");
+    let mut c =
+        postgres::Client::connect(&admin, postgres::NoTls).expect("connect to test PostgreSQL");
     c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let url = format!("{}/{name}", server_url());
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -96,16 +109,27 @@ impl StandIn {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT=").unwrap_or_else(|| panic!("{script}: {line}")).parse().unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT=")
+            .unwrap_or_else(|| panic!("{script}: {line}"))
+            .parse()
+            .unwrap();
         StandIn { child, port }
     }
 
     pub fn storage(root: &Path) -> StandIn {
-        StandIn::start("storage_server.py", &["--root", root.to_str().unwrap(), "--key", STORAGE_KEY])
+        StandIn::start(
+            "storage_server.py",
+            &["--root", root.to_str().unwrap(), "--key", STORAGE_KEY],
+        )
     }
 
     pub fn embeddings(dim: usize) -> StandIn {
-        StandIn::start("embeddings_server.py", &["--key", OPENAI_KEY, "--dim", &dim.to_string()])
+        StandIn::start(
+            "embeddings_server.py",
+            &["--key", OPENAI_KEY, "--dim", &dim.to_string()],
+        )
     }
 
     pub fn url(&self) -> String {
@@ -116,7 +140,11 @@ impl StandIn {
         let agent = ureq::Agent::new_with_defaults();
         let url = format!("{}{path}", self.url());
         let mut resp = match (method, body) {
-            ("POST", Some(b)) => agent.post(&url).header("Content-Type", "application/json").send(b).unwrap(),
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(b)
+                .unwrap(),
             _ => agent.get(&url).call().unwrap(),
         };
         resp.body_mut().read_to_string().unwrap()
@@ -124,7 +152,11 @@ impl StandIn {
 
     /// Install fault rules (see python-fixtures/stand_ins/common.py).
     pub fn faults(&self, rules: serde_json::Value) {
-        self.http("POST", "/__faults", Some(&serde_json::json!({ "rules": rules }).to_string()));
+        self.http(
+            "POST",
+            "/__faults",
+            Some(&serde_json::json!({ "rules": rules }).to_string()),
+        );
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -177,8 +209,19 @@ impl World {
         config.embedding_dim = 1536;
         let workspace_id = uuid::Uuid::new_v4().to_string();
         let mut c = connect(&db_url);
-        c.execute("INSERT INTO workspaces (id, name) VALUES ($1::text::uuid, 'test')", &[&workspace_id]).unwrap();
-        World { db_url, storage_root, storage, embeddings, config, workspace_id }
+        c.execute(
+            "INSERT INTO workspaces (id, name) VALUES ($1::text::uuid, 'test')",
+            &[&workspace_id],
+        )
+        .unwrap();
+        World {
+            db_url,
+            storage_root,
+            storage,
+            embeddings,
+            config,
+            workspace_id,
+        }
     }
 
     pub fn db(&self) -> postgres::Client {
@@ -222,7 +265,10 @@ impl World {
 
     pub fn count(&self, table: &str, document_id: &str) -> i64 {
         self.db()
-            .query_one(&format!("SELECT count(*) FROM {table} WHERE document_id = $1::text::uuid"), &[&document_id])
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE document_id = $1::text::uuid"),
+                &[&document_id],
+            )
             .unwrap()
             .get(0)
     }
@@ -242,7 +288,10 @@ impl World {
 
     pub fn extract_args(&self, document_id: &str, storage_path: &str) -> Vec<(String, PyValue)> {
         vec![
-            ("workspace_id".into(), PyValue::Str(self.workspace_id.clone())),
+            (
+                "workspace_id".into(),
+                PyValue::Str(self.workspace_id.clone()),
+            ),
             ("document_id".into(), PyValue::Str(document_id.into())),
             ("bucket".into(), PyValue::Str("documents".into())),
             ("storage_path".into(), PyValue::Str(storage_path.into())),
@@ -251,7 +300,10 @@ impl World {
 
     pub fn index_args(&self, document_id: &str) -> Vec<(String, PyValue)> {
         vec![
-            ("workspace_id".into(), PyValue::Str(self.workspace_id.clone())),
+            (
+                "workspace_id".into(),
+                PyValue::Str(self.workspace_id.clone()),
+            ),
             ("document_id".into(), PyValue::Str(document_id.into())),
         ]
     }
@@ -283,7 +335,13 @@ impl JobHooks for Recorder {
 
 impl Recorder {
     pub fn last_meta(&self, key: &str) -> Option<PyValue> {
-        self.meta.lock().unwrap().iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.meta
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -295,7 +353,9 @@ pub fn call(
     positional: Vec<PyValue>,
     kwargs: Vec<(String, PyValue)>,
 ) -> Result<PyValue, JobError> {
-    let handler = registry.get(func).unwrap_or_else(|| panic!("{func} not registered"));
+    let handler = registry
+        .get(func)
+        .unwrap_or_else(|| panic!("{func} not registered"));
     let cancel = CancelToken::new();
     let ctx = JobContext {
         job_id: "test-job",
@@ -312,9 +372,11 @@ pub fn call(
 /// Look a key up in a returned dict.
 pub fn get<'a>(value: &'a PyValue, key: &str) -> &'a PyValue {
     match value {
-        PyValue::Dict(items) => {
-            items.iter().find(|(k, _)| *k == PyValue::Str(key.into())).map(|(_, v)| v).unwrap_or(&PyValue::None)
-        }
+        PyValue::Dict(items) => items
+            .iter()
+            .find(|(k, _)| *k == PyValue::Str(key.into()))
+            .map(|(_, v)| v)
+            .unwrap_or(&PyValue::None),
         _ => panic!("not a dict: {value:?}"),
     }
 }
@@ -347,7 +409,9 @@ pub fn words(seed: u64, count: usize) -> String {
         "audit",
         "forecast",
     ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         x ^= x << 13;
@@ -364,7 +428,9 @@ pub fn make_pdf(pages: &[String]) -> Vec<u8> {
     use lopdf::{Document, Object, Stream, dictionary};
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"});
+    let font_id = doc.add_object(
+        dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"},
+    );
     let resources_id = doc.add_object(dictionary! {"Font" => dictionary! {"F1" => font_id}});
     let mut kids = Vec::new();
     for text in pages {
@@ -377,7 +443,10 @@ pub fn make_pdf(pages: &[String]) -> Vec<u8> {
         let mut line = String::new();
         for word in text.split(' ') {
             if line.len() + word.len() > 90 {
-                ops.push(Operation::new("Tj", vec![Object::string_literal(line.clone())]));
+                ops.push(Operation::new(
+                    "Tj",
+                    vec![Object::string_literal(line.clone())],
+                ));
                 ops.push(Operation::new("T*", vec![]));
                 line.clear();
             }
@@ -392,7 +461,9 @@ pub fn make_pdf(pages: &[String]) -> Vec<u8> {
         ops.push(Operation::new("ET", vec![]));
         let content = Content { operations: ops };
         let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
-        let page_id = doc.add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id});
+        let page_id = doc.add_object(
+            dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id},
+        );
         kids.push(page_id.into());
     }
     let count = kids.len() as i64;

@@ -31,7 +31,11 @@ pub struct Reserved {
 
 impl Budget<'_> {
     /// Reserve `amounts[0]`, `amounts[1]`, ... while `used + reserved + amount <= limit`.
-    pub fn reserve_prefix(&self, db: &mut impl GenericClient, amounts: &[i64]) -> Result<Reserved, IngestError> {
+    pub fn reserve_prefix(
+        &self,
+        db: &mut impl GenericClient,
+        amounts: &[i64],
+    ) -> Result<Reserved, IngestError> {
         let mut tx = db.transaction()?;
         tx.execute(
             "INSERT INTO workspace_daily_usage (workspace_id, date, tokens_used, tokens_reserved) \
@@ -43,7 +47,9 @@ impl Budget<'_> {
              WHERE workspace_id = $1::text::uuid AND date = $2::text::date FOR UPDATE",
             &[&self.workspace_id, &self.date],
         )?;
-        let row = rows.first().ok_or_else(|| IngestError::Value("workspace_daily_usage row vanished".into()))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| IngestError::Value("workspace_daily_usage row vanished".into()))?;
         let used: i64 = row.try_get(0)?;
         let reserved_before: i64 = row.try_get(1)?;
         let mut reserved = reserved_before;
@@ -63,7 +69,12 @@ impl Budget<'_> {
             )?;
         }
         tx.commit()?;
-        Ok(Reserved { count, tokens: reserved - reserved_before, used, reserved_before })
+        Ok(Reserved {
+            count,
+            tokens: reserved - reserved_before,
+            used,
+            reserved_before,
+        })
     }
 
     /// Move `tokens` from reserved to used (after their embeddings came back).

@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex() {
-        assert_eq!(content_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            content_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -127,7 +130,10 @@ mod tests {
         assert_eq!(windows(0, 500, 100), vec![]);
         assert_eq!(windows(500, 500, 100), vec![(0, 500)]);
         assert_eq!(windows(501, 500, 100), vec![(0, 500), (400, 501)]);
-        assert_eq!(windows(1000, 500, 100), vec![(0, 500), (400, 900), (800, 1000)]);
+        assert_eq!(
+            windows(1000, 500, 100),
+            vec![(0, 500), (400, 900), (800, 1000)]
+        );
     }
 
     #[test]
@@ -140,7 +146,10 @@ mod tests {
     fn char_fallback() {
         let text = "y".repeat(4500);
         let chunks = chunk_text(&text, ChunkTokenizer::Chars);
-        assert_eq!(chunks.iter().map(String::len).collect::<Vec<_>>(), vec![2000, 2000, 1300]);
+        assert_eq!(
+            chunks.iter().map(String::len).collect::<Vec<_>>(),
+            vec![2000, 2000, 1300]
+        );
         assert!(chunk_text("  \n ", ChunkTokenizer::Chars).is_empty());
     }
 
@@ -149,6 +158,10 @@ mod tests {
         let text = "hello world ".repeat(600); // 1200 tokens
         let chunks = chunk_text(&text, ChunkTokenizer::Cl100kBase);
         assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| !c.starts_with(' ') && !c.ends_with(' ')));
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c.starts_with(' ') && !c.ends_with(' '))
+        );
     }
 }

@@ -20,7 +20,10 @@ pub fn parse_allowed_statuses(definition: &str) -> HashSet<String> {
         Some((inside, _)) => inside,
         None => after,
     };
-    inside.split(',').map(|p| p.trim().trim_matches(|c| c == '\'' || c == '"').to_string()).collect()
+    inside
+        .split(',')
+        .map(|p| p.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .collect()
 }
 
 /// [`parse_allowed_statuses`] of the live constraint (empty when there is none).
@@ -38,7 +41,10 @@ pub fn allowed_statuses(db: &mut impl GenericClient) -> Result<HashSet<String>, 
 }
 
 /// Whether `documents` has `column` in the current schema.
-pub fn documents_has_column(db: &mut impl GenericClient, column: &str) -> Result<bool, IngestError> {
+pub fn documents_has_column(
+    db: &mut impl GenericClient,
+    column: &str,
+) -> Result<bool, IngestError> {
     let rows = db.query(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
          AND table_name = 'documents' AND column_name = $1",
@@ -59,7 +65,9 @@ pub fn embedding_column_dim(db: &mut impl GenericClient) -> Result<Option<i32>, 
     let typmod: Option<i32> = match rows.first() {
         Some(row) => row.try_get(0)?,
         None => {
-            return Err(IngestError::Value("table chunk_embeddings has no column 'embedding'".into()));
+            return Err(IngestError::Value(
+                "table chunk_embeddings has no column 'embedding'".into(),
+            ));
         }
     };
     Ok(typmod.filter(|m| *m > 0))
@@ -89,7 +97,8 @@ pub fn set_status(
     status: &str,
     error_message: Option<&str>,
 ) -> Result<u64, IngestError> {
-    let message = error_message.map(|m| truncate_chars(&m.replace('\0', ""), MAX_ERROR_MESSAGE_CHARS));
+    let message =
+        error_message.map(|m| truncate_chars(&m.replace('\0', ""), MAX_ERROR_MESSAGE_CHARS));
     Ok(db.execute(
         "UPDATE documents SET status = $1, error_message = $2, updated_at = NOW() \
          WHERE id = $3::text::uuid AND workspace_id = $4::text::uuid",
@@ -109,7 +118,11 @@ pub fn locate_document(
     db: &mut impl GenericClient,
     document_id: &str,
 ) -> Result<Option<DocumentLocation>, IngestError> {
-    let bucket_col = if documents_has_column(db, "storage_bucket")? { "storage_bucket" } else { "NULL::text" };
+    let bucket_col = if documents_has_column(db, "storage_bucket")? {
+        "storage_bucket"
+    } else {
+        "NULL::text"
+    };
     let rows = db.query(
         &format!(
             "SELECT workspace_id::text, storage_path, {bucket_col} FROM documents WHERE id = $1::text::uuid LIMIT 1"
@@ -119,13 +132,23 @@ pub fn locate_document(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    Ok(Some(DocumentLocation { workspace_id: row.try_get(0)?, storage_path: row.try_get(1)?, bucket: row.try_get(2)? }))
+    Ok(Some(DocumentLocation {
+        workspace_id: row.try_get(0)?,
+        storage_path: row.try_get(1)?,
+        bucket: row.try_get(2)?,
+    }))
 }
 
 /// Best effort: mark the document failed with `message`; a failure here is logged, not raised.
-pub fn mark_failed(services: &super::Services, workspace_id: &str, document_id: &str, message: &str) {
-    let result =
-        services.db().and_then(|mut db| set_status(&mut *db, workspace_id, document_id, "failed", Some(message)));
+pub fn mark_failed(
+    services: &super::Services,
+    workspace_id: &str,
+    document_id: &str,
+    message: &str,
+) {
+    let result = services.db().and_then(|mut db| {
+        set_status(&mut *db, workspace_id, document_id, "failed", Some(message))
+    });
     if let Err(e) = result {
         log::error!("could not mark document {document_id} failed ({message}): {e}");
     }

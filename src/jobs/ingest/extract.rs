@@ -13,13 +13,24 @@ pub const INDEX_FUNC: &str = "jobs.ingest_index.ingest_index";
 pub const INDEX_QUEUE: &str = "ingest_index";
 
 /// `ingest_extract(workspace_id, document_id, bucket, storage_path)`.
-pub fn ingest_extract(services: &Services, ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
+pub fn ingest_extract(
+    services: &Services,
+    ctx: &JobContext<'_>,
+    mut args: Args,
+) -> Result<PyValue, JobError> {
     let workspace_id: String = args.required(0, "workspace_id")?;
     let document_id: String = args.required(1, "document_id")?;
     let bucket: String = args.required(2, "bucket")?;
     let storage_path: String = args.required(3, "storage_path")?;
     args.finish()?;
-    extract(services, ctx, &workspace_id, &document_id, &bucket, &storage_path)
+    extract(
+        services,
+        ctx,
+        &workspace_id,
+        &document_id,
+        &bucket,
+        &storage_path,
+    )
 }
 
 /// `run(document_id)`: workspace, storage path and bucket come from the `documents` row.
@@ -35,9 +46,18 @@ pub fn run(services: &Services, ctx: &JobContext<'_>, mut args: Args) -> Result<
     let Some(loc) = located else {
         return Err(JobError::failed("ValueError", "Document not found"));
     };
-    let bucket =
-        loc.bucket.filter(|b| !b.is_empty()).unwrap_or_else(|| services.config.supabase_storage_bucket.clone());
-    extract(services, ctx, &loc.workspace_id, &document_id, &bucket, &loc.storage_path)
+    let bucket = loc
+        .bucket
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| services.config.supabase_storage_bucket.clone());
+    extract(
+        services,
+        ctx,
+        &loc.workspace_id,
+        &document_id,
+        &bucket,
+        &loc.storage_path,
+    )
 }
 
 fn extract(
@@ -59,11 +79,11 @@ fn extract(
         Ok::<_, IngestError>((allowed, status))
     })();
     let (allowed, status) = started.map_err(IngestError::into_job_error)?;
-    let Some(status) = status else {
+    if status.is_none() {
         return Err(IngestError::Value("Document not found for workspace".into()).into_job_error());
-    };
+    }
 
-    match extract_known(services, ctx, &allowed, &status, &ws, &doc, bucket, storage_path) {
+    match extract_known(services, ctx, &allowed, &ws, &doc, bucket, storage_path) {
         Ok(pages_total) => {
             // Chained exactly as the platform's API would enqueue it (kwargs as received).
             let request = EnqueueRequest {
@@ -71,8 +91,14 @@ fn extract(
                 func_name: INDEX_FUNC.to_string(),
                 args: Vec::new(),
                 kwargs: vec![
-                    ("workspace_id".to_string(), PyValue::Str(workspace_arg.to_string())),
-                    ("document_id".to_string(), PyValue::Str(document_arg.to_string())),
+                    (
+                        "workspace_id".to_string(),
+                        PyValue::Str(workspace_arg.to_string()),
+                    ),
+                    (
+                        "document_id".to_string(),
+                        PyValue::Str(document_arg.to_string()),
+                    ),
                 ],
                 timeout: Some(services.config.ingest_index_job_timeout_seconds),
                 result_ttl: None,
@@ -102,17 +128,20 @@ fn extract_known(
     services: &Services,
     ctx: &JobContext<'_>,
     allowed: &std::collections::HashSet<String>,
-    current_status: &str,
     ws: &str,
     doc: &str,
     bucket: &str,
     storage_path: &str,
 ) -> Result<usize, IngestError> {
     let config = &services.config;
-    if current_status == "pending_upload" {
-        return Err(IngestError::Value("Document upload is not complete (status: pending_upload)".into()));
-    }
-    let working = if allowed.contains("extracting") { "extracting" } else { "indexing" };
+    // Any current status is accepted, as the platform's worker does: the API enqueues this job before
+    // committing `uploaded`, so a fast worker can still read `pending_upload` here. The UPDATE below
+    // waits for the API's row lock and then applies on top of its commit.
+    let working = if allowed.contains("extracting") {
+        "extracting"
+    } else {
+        "indexing"
+    };
     {
         let mut conn = services.db()?;
         db::set_status(&mut *conn, ws, doc, working, None)?;
@@ -135,13 +164,23 @@ fn extract_known(
     }
     progress(
         ctx,
-        vec![("stage", PyValue::Str("extracting".into())), ("pages_total", PyValue::Int(pages_total as i64))],
+        vec![
+            ("stage", PyValue::Str("extracting".into())),
+            ("pages_total", PyValue::Int(pages_total as i64)),
+        ],
     );
-    let pages: Vec<String> = pdf.extract_pages()?.into_iter().map(storable_text).collect();
+    let pages: Vec<String> = pdf
+        .extract_pages()?
+        .into_iter()
+        .map(storable_text)
+        .collect();
     drop(pdf);
     drop(bytes);
     check_cancel(ctx)?;
-    let text_chars: usize = pages.iter().map(|p| super::chunking::py_strip(p).chars().count()).sum();
+    let text_chars: usize = pages
+        .iter()
+        .map(|p| super::chunking::py_strip(p).chars().count())
+        .sum();
     if text_chars < config.min_extracted_text_chars {
         return Err(IngestError::Value(format!(
             "Extracted text too short: {text_chars} characters in {pages_total} page(s) (MIN_EXTRACTED_TEXT_CHARS is {})",
@@ -150,7 +189,10 @@ fn extract_known(
     }
     progress(
         ctx,
-        vec![("stage", PyValue::Str("saving".into())), ("pages_extracted", PyValue::Int(pages.len() as i64))],
+        vec![
+            ("stage", PyValue::Str("saving".into())),
+            ("pages_extracted", PyValue::Int(pages.len() as i64)),
+        ],
     );
 
     let mut conn = services.db()?;
@@ -169,7 +211,11 @@ fn extract_known(
         tx.execute(&insert, &[&ws, &doc, &number, text])?;
     }
     let count = pages_total as i32;
-    let extra = if has_pages_total { ", pages_total = $1" } else { "" };
+    let extra = if has_pages_total {
+        ", pages_total = $1"
+    } else {
+        ""
+    };
     let changed = tx.execute(
         &format!(
             "UPDATE documents SET page_count = $1, status = 'indexing', error_message = NULL, updated_at = NOW(){extra} \
@@ -178,7 +224,9 @@ fn extract_known(
         &[&count, &doc, &ws],
     )?;
     if changed != 1 {
-        return Err(IngestError::Value("Document not found for workspace".into()));
+        return Err(IngestError::Value(
+            "Document not found for workspace".into(),
+        ));
     }
     tx.commit()?;
     Ok(pages_total)
@@ -187,7 +235,11 @@ fn extract_known(
 /// Page text as PostgreSQL `text` accepts it: NUL characters removed (the platform's worker loses
 /// such documents with "A string literal cannot contain NUL (0x00) characters").
 pub fn storable_text(text: String) -> String {
-    if text.contains('\0') { text.replace('\0', "") } else { text }
+    if text.contains('\0') {
+        text.replace('\0', "")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,11 @@ use super::chunking::{chunk_text, content_hash, estimate_tokens};
 use super::{IngestError, Services, check_cancel, db, parse_uuid, progress};
 
 /// `ingest_index(workspace_id, document_id)`.
-pub fn ingest_index(services: &Services, ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
+pub fn ingest_index(
+    services: &Services,
+    ctx: &JobContext<'_>,
+    mut args: Args,
+) -> Result<PyValue, JobError> {
     let workspace_id: String = args.required(0, "workspace_id")?;
     let document_id: String = args.required(1, "document_id")?;
     args.finish()?;
@@ -60,8 +64,15 @@ fn index(
 ) -> Result<PyValue, JobError> {
     let ws = parse_uuid(workspace_arg).map_err(IngestError::into_job_error)?;
     let doc = parse_uuid(document_arg).map_err(IngestError::into_job_error)?;
-    let date = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    let budget = Budget { workspace_id: &ws, date: &date, limit: services.config.daily_token_limit };
+    let date = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let budget = Budget {
+        workspace_id: &ws,
+        date: &date,
+        limit: services.config.daily_token_limit,
+    };
     // Tokens reserved and not yet committed or released; given back on any failure.
     let mut outstanding: i64 = 0;
 
@@ -87,9 +98,13 @@ fn index(
         }
         Err(err) => {
             if outstanding > 0 {
-                let released = services.db().and_then(|mut c| budget.release(&mut *c, outstanding));
+                let released = services
+                    .db()
+                    .and_then(|mut c| budget.release(&mut *c, outstanding));
                 if let Err(e) = released {
-                    log::error!("document {doc}: could not release {outstanding} reserved tokens: {e}");
+                    log::error!(
+                        "document {doc}: could not release {outstanding} reserved tokens: {e}"
+                    );
                 }
             }
             db::mark_failed(services, &ws, &doc, &err.document_message());
@@ -121,13 +136,18 @@ fn index_known(
         let status: String = match rows.first() {
             Some(row) => row.try_get(0)?,
             None => {
-                return Err(IngestError::Value("Document not found for workspace".into()));
+                return Err(IngestError::Value(
+                    "Document not found for workspace".into(),
+                ));
             }
         };
-        let accepted =
-            status == "indexing" || status == "uploaded" || (status == "extracting" && allowed.contains("extracting"));
+        let accepted = status == "indexing"
+            || status == "uploaded"
+            || (status == "extracting" && allowed.contains("extracting"));
         if !accepted {
-            return Err(IngestError::Value(format!("Document status must be indexing or uploaded (got: {status})")));
+            return Err(IngestError::Value(format!(
+                "Document status must be indexing or uploaded (got: {status})"
+            )));
         }
         db::set_status(&mut tx, ws, doc, "indexing", None)?;
         let page_rows = tx.query(
@@ -224,14 +244,22 @@ fn index_known(
         );
         if reserved.count < batch.len() {
             let used = reserved.used + reserved.tokens;
-            return Err(IngestError::Budget { used, reserved: reserved.reserved_before, limit: budget.limit });
+            return Err(IngestError::Budget {
+                used,
+                reserved: reserved.reserved_before,
+                limit: budget.limit,
+            });
         }
     }
     check_cancel(ctx)?;
 
     // Write everything, and the final status, in one transaction.
     progress(ctx, vec![("stage", PyValue::Str("saving".into()))]);
-    let final_status = if allowed.contains("indexed") { "indexed" } else { "ready" };
+    let final_status = if allowed.contains("indexed") {
+        "indexed"
+    } else {
+        "ready"
+    };
     let model = client.model().to_string();
     let mut conn = services.db()?;
     let mut tx = conn.transaction()?;
@@ -241,7 +269,12 @@ fn index_known(
     )?;
     for c in &chunks {
         let tokens = i32::try_from(c.tokens).unwrap_or(i32::MAX);
-        tx.execute(&insert_chunk, &[&c.id, &ws, &doc, &c.page, &c.index, &c.content, &c.hash, &tokens])?;
+        tx.execute(
+            &insert_chunk,
+            &[
+                &c.id, &ws, &doc, &c.page, &c.index, &c.content, &c.hash, &tokens,
+            ],
+        )?;
     }
     let insert_embedding = tx.prepare(
         "INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) \
@@ -253,5 +286,10 @@ fn index_known(
     db::set_status(&mut tx, ws, doc, final_status, None)?;
     tx.commit()?;
 
-    Ok(Outcome { status: final_status.to_string(), chunks: chunks.len(), embeddings: vectors.len(), tokens: committed })
+    Ok(Outcome {
+        status: final_status.to_string(),
+        chunks: chunks.len(),
+        embeddings: vectors.len(),
+        tokens: committed,
+    })
 }

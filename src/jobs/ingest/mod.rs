@@ -30,21 +30,32 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 2000;
 pub fn register(registry: &mut Registry, config: &IngestConfig, concurrency: usize) {
     let services = Arc::new(Services::new(config.clone(), concurrency));
     let s = services.clone();
-    registry.register("jobs.ingest_extract.ingest_extract", move |ctx: &JobContext<'_>, args| {
-        extract::ingest_extract(&s, ctx, args)
-    });
+    registry.register(
+        "jobs.ingest_extract.ingest_extract",
+        move |ctx: &JobContext<'_>, args| extract::ingest_extract(&s, ctx, args),
+    );
     let s = services.clone();
-    registry.register("jobs.ingest_extract.run", move |ctx: &JobContext<'_>, args| extract::run(&s, ctx, args));
+    registry.register(
+        "jobs.ingest_extract.run",
+        move |ctx: &JobContext<'_>, args| extract::run(&s, ctx, args),
+    );
     let s = services.clone();
-    registry.register("jobs.ingest_index.ingest_index", move |ctx: &JobContext<'_>, args| {
-        index::ingest_index(&s, ctx, args)
-    });
+    registry.register(
+        "jobs.ingest_index.ingest_index",
+        move |ctx: &JobContext<'_>, args| index::ingest_index(&s, ctx, args),
+    );
     let s = services.clone();
-    registry.register("jobs.ingest_index.run", move |ctx: &JobContext<'_>, args| index::run(&s, ctx, args));
+    registry.register(
+        "jobs.ingest_index.run",
+        move |ctx: &JobContext<'_>, args| index::run(&s, ctx, args),
+    );
     let s = services;
-    registry.register("jobs.maintenance.cleanup_stale_reservations", move |ctx: &JobContext<'_>, args| {
-        crate::jobs::maintenance::cleanup_stale_reservations(&s.config, ctx, args)
-    });
+    registry.register(
+        "jobs.maintenance.cleanup_stale_reservations",
+        move |ctx: &JobContext<'_>, args| {
+            crate::jobs::maintenance::cleanup_stale_reservations(&s.config, ctx, args)
+        },
+    );
 }
 
 /// Clients shared by the job threads, created lazily; a failed creation is retried by the next job.
@@ -74,8 +85,10 @@ impl Services {
             match guard.as_ref() {
                 Some(p) => p.clone(),
                 None => {
-                    let timeout = Duration::from_secs(self.config.database_statement_timeout_seconds);
-                    let pool = PgPool::new(&self.config.database_url, self.concurrency as u32, timeout)?;
+                    let timeout =
+                        Duration::from_secs(self.config.database_statement_timeout_seconds);
+                    let pool =
+                        PgPool::new(&self.config.database_url, self.concurrency as u32, timeout)?;
                     *guard = Some(pool.clone());
                     pool
                 }
@@ -94,7 +107,10 @@ impl Services {
         let storage = if let Some(dir) = &c.storage_dir {
             Storage::Local(LocalStorage { dir: dir.clone() })
         } else {
-            match (c.supabase_url.as_deref().filter(|u| !u.is_empty()), c.supabase_service_key()) {
+            match (
+                c.supabase_url.as_deref().filter(|u| !u.is_empty()),
+                c.supabase_service_key(),
+            ) {
                 (Some(url), Some(key)) => Storage::Supabase(SupabaseStorage::new(
                     url,
                     key,
@@ -120,7 +136,9 @@ impl Services {
             api_key: c.openai_api_key.clone(),
             model: c.embedding_model.clone(),
             encoding: c.embedding_encoding_format,
-            timeout: Duration::from_secs_f64(c.openai_embedding_timeout_seconds.clamp(0.1, 86_400.0)),
+            timeout: Duration::from_secs_f64(
+                c.openai_embedding_timeout_seconds.clamp(0.1, 86_400.0),
+            ),
             max_retries: c.embedding_max_retries,
             dim: c.embedding_dim,
         });
@@ -152,7 +170,11 @@ pub enum IngestError {
     Embeddings(#[from] EmbeddingsError),
     /// The daily token budget cannot cover the next chunk.
     #[error("Insufficient token budget for embeddings")]
-    Budget { used: i64, reserved: i64, limit: i64 },
+    Budget {
+        used: i64,
+        reserved: i64,
+        limit: i64,
+    },
     /// Chaining the index job failed.
     #[error("Failed to enqueue the index job: {0}")]
     Enqueue(String),
@@ -162,7 +184,10 @@ pub enum IngestError {
 
 impl From<::postgres::Error> for IngestError {
     fn from(source: ::postgres::Error) -> Self {
-        IngestError::Db { message: crate::adapters::postgres::describe(&source), source }
+        IngestError::Db {
+            message: crate::adapters::postgres::describe(&source),
+            source,
+        }
     }
 }
 
@@ -178,7 +203,12 @@ impl From<JobError> for IngestError {
 impl IngestError {
     /// The text for `documents.error_message` (at most 2000 characters).
     pub fn document_message(&self) -> String {
-        truncate_chars(&self.to_string(), MAX_ERROR_MESSAGE_CHARS)
+        match self {
+            IngestError::Cancelled(CancelReason::Timeout) => {
+                "Task exceeded maximum timeout value".to_string()
+            }
+            other => truncate_chars(&other.to_string(), MAX_ERROR_MESSAGE_CHARS),
+        }
     }
 
     /// The job failure the runtime reports, with a Python-looking exception type.
@@ -203,12 +233,16 @@ impl IngestError {
             IngestError::Cancelled(r) => return JobError::Cancelled(*r),
         };
         let message = match &self {
-            IngestError::Budget { .. } => "Daily token limit reached for this workspace".to_string(),
+            IngestError::Budget { .. } => {
+                "Daily token limit reached for this workspace".to_string()
+            }
             other => other.to_string(),
         };
         match self {
             IngestError::Db { source, .. } => JobError::with_source(exc_type, message, source),
-            IngestError::Pool(PgError::Pool(source)) => JobError::with_source(exc_type, message, source),
+            IngestError::Pool(PgError::Pool(source)) => {
+                JobError::with_source(exc_type, message, source)
+            }
             _ => JobError::failed(exc_type, message),
         }
     }
@@ -232,7 +266,10 @@ pub fn parse_uuid(s: &str) -> Result<String, IngestError> {
 
 /// Write progress into the job's `meta`; a failure to do so never fails the job.
 pub fn progress(ctx: &JobContext<'_>, entries: Vec<(&str, PyValue)>) {
-    let entries = entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let entries = entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     if let Err(e) = ctx.hooks.update_meta(entries) {
         log::debug!("job {}: could not save progress: {e}", ctx.job_id);
     }
@@ -253,10 +290,22 @@ mod tests {
     #[test]
     fn uuid_forms_python_accepts() {
         let canon = "12345678-1234-5678-1234-567812345678";
-        assert_eq!(parse_uuid("12345678123456781234567812345678").unwrap(), canon);
-        assert_eq!(parse_uuid("{12345678-1234-5678-1234-567812345678}").unwrap(), canon);
-        assert_eq!(parse_uuid("urn:uuid:12345678-1234-5678-1234-567812345678").unwrap(), canon);
-        assert_eq!(parse_uuid("nope").unwrap_err().to_string(), "badly formed hexadecimal UUID string");
+        assert_eq!(
+            parse_uuid("12345678123456781234567812345678").unwrap(),
+            canon
+        );
+        assert_eq!(
+            parse_uuid("{12345678-1234-5678-1234-567812345678}").unwrap(),
+            canon
+        );
+        assert_eq!(
+            parse_uuid("urn:uuid:12345678-1234-5678-1234-567812345678").unwrap(),
+            canon
+        );
+        assert_eq!(
+            parse_uuid("nope").unwrap_err().to_string(),
+            "badly formed hexadecimal UUID string"
+        );
     }
 
     #[test]
@@ -267,10 +316,20 @@ mod tests {
 
     #[test]
     fn budget_error_reads_like_the_platform() {
-        let e = IngestError::Budget { used: 1, reserved: 0, limit: 1 };
-        assert_eq!(e.document_message(), "Insufficient token budget for embeddings");
+        let e = IngestError::Budget {
+            used: 1,
+            reserved: 0,
+            limit: 1,
+        };
+        assert_eq!(
+            e.document_message(),
+            "Insufficient token budget for embeddings"
+        );
         let j = e.into_job_error();
         assert_eq!(j.python_type(), "app.core.errors.BudgetExceededError");
-        assert_eq!(j.to_string(), "Daily token limit reached for this workspace");
+        assert_eq!(
+            j.to_string(),
+            "Daily token limit reached for this workspace"
+        );
     }
 }
