@@ -98,11 +98,21 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
 
     /// Queue names when none are given as arguments (comma-separated).
-    #[arg(long = "queue-name", env = "QUEUE_NAME", value_name = "QUEUES", hide = true)]
+    #[arg(
+        long = "queue-name",
+        env = "QUEUE_NAME",
+        value_name = "QUEUES",
+        hide = true
+    )]
     pub queue_name_env: Option<String>,
 
     /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N.
-    #[arg(short = 'u', long = "url", env = "REDIS_URL", default_value = "redis://localhost:6379/0")]
+    #[arg(
+        short = 'u',
+        long = "url",
+        env = "REDIS_URL",
+        default_value = "redis://localhost:6379/0"
+    )]
     pub url: String,
 
     /// Run until every queue is empty, then exit.

@@ -25,13 +25,24 @@ impl Args {
     }
 
     fn error(&self, problem: String) -> JobError {
-        JobError::BadArguments { func_name: self.func_name.clone(), problem }
+        JobError::BadArguments {
+            func_name: self.func_name.clone(),
+            problem,
+        }
     }
 
     /// Take the parameter at `position` or named `name`, if given. Giving it both ways is an error.
-    pub fn optional<T: FromPy>(&mut self, position: usize, name: &str) -> Result<Option<T>, JobError> {
+    pub fn optional<T: FromPy>(
+        &mut self,
+        position: usize,
+        name: &str,
+    ) -> Result<Option<T>, JobError> {
         let by_pos = self.positional.get_mut(position).and_then(Option::take);
-        let by_name = self.kwargs.iter_mut().find(|(k, v)| k == name && v.is_some()).and_then(|(_, v)| v.take());
+        let by_name = self
+            .kwargs
+            .iter_mut()
+            .find(|(k, v)| k == name && v.is_some())
+            .and_then(|(_, v)| v.take());
         let value = match (by_pos, by_name) {
             (Some(_), Some(_)) => {
                 return Err(self.error(format!("got multiple values for argument '{name}'")));
@@ -39,9 +50,12 @@ impl Args {
             (Some(v), None) | (None, Some(v)) => v,
             (None, None) => return Ok(None),
         };
-        T::from_py(value)
-            .map(Some)
-            .map_err(|found| self.error(format!("argument '{name}' must be {}, not {found}", T::EXPECTED)))
+        T::from_py(value).map(Some).map_err(|found| {
+            self.error(format!(
+                "argument '{name}' must be {}, not {found}",
+                T::EXPECTED
+            ))
+        })
     }
 
     /// Take a keyword-only parameter, if given.
@@ -59,12 +73,18 @@ impl Args {
 
     /// Take every positional argument not consumed yet (`*args`).
     pub fn rest_positional(&mut self) -> Vec<PyValue> {
-        self.positional.iter_mut().filter_map(Option::take).collect()
+        self.positional
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect()
     }
 
     /// Take every keyword argument not consumed yet (`**kwargs`).
     pub fn rest_keywords(&mut self) -> Vec<(String, PyValue)> {
-        self.kwargs.iter_mut().filter_map(|(k, v)| v.take().map(|v| (k.clone(), v))).collect()
+        self.kwargs
+            .iter_mut()
+            .filter_map(|(k, v)| v.take().map(|v| (k.clone(), v)))
+            .collect()
     }
 
     /// Fail if any argument was not consumed.
@@ -155,15 +175,29 @@ mod tests {
     #[test]
     fn problems_name_the_argument() {
         let mut a = Args::new("f", vec![PyValue::Int(1)], vec![]);
-        let e = a.required::<String>(0, "document_id").unwrap_err().to_string();
+        let e = a
+            .required::<String>(0, "document_id")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'document_id' must be str, not int"), "{e}");
         let mut a = Args::new("f", vec![], vec![]);
-        let e = a.required::<String>(0, "document_id").unwrap_err().to_string();
-        assert!(e.contains("missing required argument: 'document_id'"), "{e}");
+        let e = a
+            .required::<String>(0, "document_id")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("missing required argument: 'document_id'"),
+            "{e}"
+        );
         let a = Args::new("f", vec![], vec![("zzz".into(), PyValue::None)]);
         let e = a.finish().unwrap_err().to_string();
         assert!(e.contains("unexpected keyword argument 'zzz'"), "{e}");
         let mut a = Args::new("f", vec![s("x")], vec![("a".into(), s("y"))]);
-        assert!(a.required::<String>(0, "a").unwrap_err().to_string().contains("multiple values"));
+        assert!(
+            a.required::<String>(0, "a")
+                .unwrap_err()
+                .to_string()
+                .contains("multiple values")
+        );
     }
 }

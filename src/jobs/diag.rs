@@ -33,7 +33,10 @@ fn add(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
         PyValue::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
         other => Err(JobError::BadArguments {
             func_name: "rq_worker.diag.add".into(),
-            problem: format!("argument '{name}' must be int or float, not {}", other.type_name()),
+            problem: format!(
+                "argument '{name}' must be int or float, not {}",
+                other.type_name()
+            ),
         }),
     };
     let int_of = |v: &PyValue| match v {
@@ -45,7 +48,9 @@ fn add(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
         if let Some(sum) = x.checked_add(y) {
             return Ok(PyValue::Int(sum));
         }
-        return Ok(PyValue::BigInt(num_bigint::BigInt::from(x) + num_bigint::BigInt::from(y)));
+        return Ok(PyValue::BigInt(
+            num_bigint::BigInt::from(x) + num_bigint::BigInt::from(y),
+        ));
     }
     Ok(PyValue::Float(num("a", &a)? + num("b", &b)?))
 }
@@ -54,7 +59,10 @@ fn add(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
 fn echo(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
     let positional = args.rest_positional();
     let keywords = args.rest_keywords();
-    Ok(PyValue::List(vec![PyValue::List(positional), PyValue::str_dict(keywords)]))
+    Ok(PyValue::List(vec![
+        PyValue::List(positional),
+        PyValue::str_dict(keywords),
+    ]))
 }
 
 /// `sleep(seconds)` → seconds; stops early when cancelled (timeout, stop-job, cold shutdown).
@@ -67,12 +75,18 @@ fn sleep(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
         ref other => {
             return Err(JobError::BadArguments {
                 func_name: "rq_worker.diag.sleep".into(),
-                problem: format!("argument 'seconds' must be int or float, not {}", other.type_name()),
+                problem: format!(
+                    "argument 'seconds' must be int or float, not {}",
+                    other.type_name()
+                ),
             });
         }
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(JobError::failed("ValueError", "sleep length must be non-negative"));
+        return Err(JobError::failed(
+            "ValueError",
+            "sleep length must be non-negative",
+        ));
     }
     let end = Instant::now() + Duration::from_secs_f64(secs.min(1e9));
     loop {
@@ -88,7 +102,9 @@ fn sleep(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
 
 /// `fail(message)` → raises `RuntimeError(message)`.
 fn fail(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
-    let message: String = args.optional(0, "message")?.unwrap_or_else(|| "diag.fail".to_string());
+    let message: String = args
+        .optional(0, "message")?
+        .unwrap_or_else(|| "diag.fail".to_string());
     args.finish()?;
     Err(JobError::failed("RuntimeError", message))
 }

@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod diag;
+pub mod ingest;
+pub mod maintenance;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +50,11 @@ pub enum JobError {
 impl JobError {
     /// A failure with a Python-style exception type and a message.
     pub fn failed(exc_type: &'static str, message: impl Into<String>) -> Self {
-        JobError::Failed { exc_type, message: message.into(), source: None }
+        JobError::Failed {
+            exc_type,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A failure carrying its cause; the cause chain is printed in `exc_info`.
@@ -57,7 +63,11 @@ impl JobError {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        JobError::Failed { exc_type, message: message.into(), source: Some(Box::new(source)) }
+        JobError::Failed {
+            exc_type,
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// The Python exception type name written on the last line of `exc_string`.
@@ -103,7 +113,9 @@ impl CancelToken {
     }
     /// Ask the job to stop; the first reason wins.
     pub fn cancel(&self, reason: CancelReason) {
-        let _ = self.0.compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .0
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
     }
     /// The reason the job was asked to stop, if it was.
     pub fn reason(&self) -> Option<CancelReason> {
@@ -198,7 +210,8 @@ impl Registry {
 
     /// Register `handler` under the Python dotted name enqueuers use.
     pub fn register(&mut self, func_name: &str, handler: impl Handler + 'static) {
-        self.handlers.insert(func_name.to_string(), Arc::new(handler));
+        self.handlers
+            .insert(func_name.to_string(), Arc::new(handler));
     }
 
     pub fn get(&self, func_name: &str) -> Option<Arc<dyn Handler>> {
@@ -214,6 +227,17 @@ impl Registry {
 
     /// The error for a name that is not registered.
     pub fn unknown(&self, func_name: &str) -> JobError {
-        JobError::UnknownFunction { func_name: func_name.to_string(), known: self.names().join(", ") }
+        JobError::UnknownFunction {
+            func_name: func_name.to_string(),
+            known: self.names().join(", "),
+        }
     }
+}
+
+/// Every native job this binary implements.
+pub fn registry(ingest: &crate::config::IngestConfig, concurrency: usize) -> Registry {
+    let mut r = Registry::new();
+    diag::register(&mut r);
+    ingest::register(&mut r, ingest, concurrency);
+    r
 }

@@ -5,5 +5,13 @@
 //! Knows nothing about threads, handlers or what jobs do.
 
 pub mod codec;
+pub mod enqueue;
+pub mod job;
+pub mod keys;
+pub mod maintenance;
 pub mod pickle;
+pub mod pubsub;
+pub mod scripts;
+pub mod time;
 pub mod value;
+pub mod worker;

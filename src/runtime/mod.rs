@@ -1,2 +1,324 @@
 //! The worker process: job threads, dequeue loop, heartbeats, timeouts, shutdown, maintenance and
-//! the scheduler role.
+//! the scheduler role. Knows the RQ protocol and the job registry, not what jobs do.
+//!
+//! Threads: one per worker slot (`--concurrency`), each with its own job thread; one heartbeat
+//! thread; one pub/sub listener; one signal handler; one maintenance thread; and, with
+//! `--with-scheduler`, one scheduler thread. They share a [`Process`] and stop through its
+//! [`Shutdown`] handle.
+
+pub mod connection;
+pub mod control;
+pub mod executor;
+pub mod failure;
+pub mod heartbeat;
+pub mod hooks;
+pub mod maintenance;
+pub mod scheduler;
+pub mod shutdown;
+pub mod slot;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{info, warn};
+use redis::Commands;
+
+use crate::config::{RqVersion, SerializerKind, WorkerConfig};
+use crate::jobs::Registry;
+use crate::rq::codec::Serializer;
+use crate::rq::keys::Keys;
+use crate::rq::scripts::Layout;
+use crate::rq::worker::WorkerInfo;
+use connection::{ConnectError, Connector, PooledManager};
+use shutdown::{Phase, Shutdown};
+use slot::SlotShared;
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("Redis {version} is too old: rq-worker needs Redis 6.2 or later (LMOVE/BLMOVE)")]
+    RedisTooOld { version: String },
+    #[error(
+        "--rq-version v2 refused: live rq 1.x workers ({versions:?}) cannot read job_id:execution_id \
+         started-registry members and would lose those jobs; use --rq-version compat"
+    )]
+    V2WithRq1Workers { versions: Vec<String> },
+    #[error("--concurrency must be at least 1")]
+    NoSlots,
+    #[error("no worker could be registered (see the log)")]
+    NoWorkerStarted,
+}
+
+/// What every thread of the process shares.
+pub struct Process {
+    pub config: WorkerConfig,
+    pub keys: Keys,
+    pub queues: Vec<String>,
+    pub layout: Layout,
+    pub serializer: Serializer,
+    pub registry: Registry,
+    pub connector: Connector,
+    /// Short-command connections for job hooks and control messages.
+    pub pool: r2d2::Pool<PooledManager>,
+    pub shutdown: Arc<Shutdown>,
+    pub slots: Vec<Arc<SlotShared>>,
+    pub hostname: String,
+    /// Jobs finished by all slots, for `--max-jobs`.
+    jobs_done: AtomicU64,
+}
+
+impl Process {
+    /// EXPIRE of an idle worker hash (RQ: worker_ttl + 60).
+    pub fn idle_ttl(&self) -> u64 {
+        self.config.worker_ttl + 60
+    }
+
+    pub fn job_done(&self) {
+        self.jobs_done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn max_jobs_reached(&self) -> bool {
+        self.config
+            .max_jobs
+            .is_some_and(|m| self.jobs_done.load(Ordering::SeqCst) >= m)
+    }
+}
+
+/// Names of the slots: the given name (or a random uuid hex) for one slot; `<name>-<i>` for several.
+fn slot_names(config: &WorkerConfig) -> Vec<String> {
+    let n = config.concurrency;
+    match (&config.name, n) {
+        (Some(name), 1) => vec![name.clone()],
+        (Some(name), _) => (1..=n).map(|i| format!("{name}-{i}")).collect(),
+        (None, _) => (0..n)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect(),
+    }
+}
+
+fn redis_version(con: &mut redis::Connection) -> Option<(u32, u32, String)> {
+    let info: String = redis::cmd("INFO").arg("server").query(con).ok()?;
+    let v = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim()
+        .to_string();
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    Some((it.next().unwrap_or(0), it.next().unwrap_or(0), v))
+}
+
+/// RQ versions of the live Python workers (rq-worker processes excluded).
+fn python_worker_versions(con: &mut redis::Connection, keys: &Keys) -> Vec<String> {
+    let workers: Vec<String> = con.smembers(keys.workers()).unwrap_or_default();
+    let mut versions = Vec::new();
+    for w in workers.iter().take(1000) {
+        if let Ok(Some(v)) = con.hget::<_, _, Option<String>>(w, "version") {
+            if !v.starts_with("rq-worker") {
+                versions.push(v);
+            }
+        }
+    }
+    versions
+}
+
+fn is_rq1(version: &str) -> bool {
+    version.starts_with("0.") || version.starts_with("1.")
+}
+
+/// `--rq-version auto`: v2 only on unambiguous ≥ 2.0 evidence (rq-versions.md §5.2).
+fn detect_layout(con: &mut redis::Connection, keys: &Keys) -> Layout {
+    let python = python_worker_versions(con, keys);
+    let old = python.iter().any(|v| is_rq1(v));
+    let modern = python
+        .iter()
+        .any(|v| v.starts_with("2.") || v.starts_with("3."));
+    let layout = if !old && modern {
+        Layout::V2
+    } else {
+        Layout::Compat
+    };
+    info!(
+        "--rq-version auto: live Python worker versions {:?} -> {} layout",
+        python,
+        if layout == Layout::V2 { "v2" } else { "compat" }
+    );
+    layout
+}
+
+/// Run the worker until it is told to stop. Returns when every slot has deregistered.
+pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError> {
+    if config.concurrency == 0 {
+        return Err(RuntimeError::NoSlots);
+    }
+    let connector = Connector::new(&config.url)?;
+    let mut con = connector.connect(Duration::from_secs(30))?;
+    if let Some((major, minor, v)) = redis_version(&mut con) {
+        if (major, minor) < (6, 2) {
+            return Err(RuntimeError::RedisTooOld { version: v });
+        }
+    }
+    let keys = Keys::new(&config.key_prefix);
+    let queues = config.queue_names();
+    let layout = match config.rq_version {
+        RqVersion::Compat => Layout::Compat,
+        RqVersion::V2 => {
+            let old: Vec<String> = python_worker_versions(&mut con, &keys)
+                .into_iter()
+                .filter(|v| is_rq1(v))
+                .collect();
+            if !old.is_empty() {
+                return Err(RuntimeError::V2WithRq1Workers { versions: old });
+            }
+            Layout::V2
+        }
+        RqVersion::Auto => detect_layout(&mut con, &keys),
+    };
+    drop(con);
+    let hostname = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let slots: Vec<Arc<SlotShared>> = slot_names(&config)
+        .into_iter()
+        .map(|name| {
+            Arc::new(SlotShared::new(WorkerInfo {
+                name,
+                queues: queues.clone(),
+                pid: std::process::id(),
+                hostname: hostname.clone(),
+                ip_address: "unknown".into(),
+                version: format!("rq-worker {}", env!("CARGO_PKG_VERSION")),
+                python_version: format!(
+                    "rq-worker {} (Rust, {} layout)",
+                    env!("CARGO_PKG_VERSION"),
+                    match layout {
+                        Layout::Compat => "compat",
+                        Layout::V2 => "v2",
+                    }
+                ),
+            }))
+        })
+        .collect();
+    let pool = connector.pool((config.concurrency as u32) + 2)?;
+    let serializer = match config.serializer {
+        SerializerKind::Pickle => Serializer::Pickle,
+        SerializerKind::Json => Serializer::Json,
+    };
+    let process = Arc::new(Process {
+        keys,
+        queues,
+        layout,
+        serializer,
+        registry,
+        connector,
+        pool,
+        shutdown: Arc::new(Shutdown::default()),
+        slots,
+        hostname,
+        jobs_done: AtomicU64::new(0),
+        config,
+    });
+    info!(
+        "rq-worker {} on {} queues={:?} concurrency={} layout={:?} burst={}",
+        env!("CARGO_PKG_VERSION"),
+        process.connector.display_url,
+        process.queues,
+        process.slots.len(),
+        process.layout,
+        process.config.burst
+    );
+
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| -> Option<JoinHandle<()>> {
+        match std::thread::Builder::new().name(name.to_string()).spawn(f) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!("cannot spawn thread {name}: {e}");
+                None
+            }
+        }
+    };
+    let mut services = Vec::new();
+    {
+        let p = process.clone();
+        spawn("signals", Box::new(move || control::signals(p)));
+    }
+    for (name, f) in [
+        (
+            "heartbeat",
+            Box::new({
+                let p = process.clone();
+                move || heartbeat::run(p)
+            }) as Box<dyn FnOnce() + Send>,
+        ),
+        (
+            "pubsub",
+            Box::new({
+                let p = process.clone();
+                move || control::pubsub(p)
+            }),
+        ),
+        (
+            "maintenance",
+            Box::new({
+                let p = process.clone();
+                move || maintenance::run(p)
+            }),
+        ),
+    ] {
+        services.extend(spawn(name, f));
+    }
+    if process.config.with_scheduler {
+        if process.config.burst {
+            // Like `rq worker --burst --with-scheduler`: due jobs are enqueued once before dequeuing.
+            let name = process
+                .slots
+                .first()
+                .map(|s| s.info.name.clone())
+                .unwrap_or_default();
+            scheduler::pass_once(&process, &name);
+        }
+        let p = process.clone();
+        let name = process
+            .slots
+            .first()
+            .map(|s| s.info.name.clone())
+            .unwrap_or_default();
+        services.extend(spawn(
+            "scheduler",
+            Box::new(move || scheduler::run(p, name)),
+        ));
+    }
+    let mut workers = Vec::new();
+    for slot in &process.slots {
+        let (p, s) = (process.clone(), slot.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("slot-{}", slot.info.name))
+            .spawn(move || slot::run(p, s));
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(e) => warn!("cannot spawn worker thread: {e}"),
+        }
+    }
+    let mut registered = 0;
+    for w in workers {
+        if let Ok(true) = w.join() {
+            registered += 1;
+        }
+    }
+    // Every slot has exited: burst done, max-jobs, idle timeout or shutdown. Stop the services.
+    process.shutdown.advance(Phase::Warm);
+    process.shutdown.advance(Phase::Done);
+    for s in services {
+        let _ = s.join();
+    }
+    webhooks::wait_idle(Duration::from_secs(30));
+    if registered == 0 {
+        return Err(RuntimeError::NoWorkerStarted);
+    }
+    info!("rq-worker stopped");
+    Ok(())
+}

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Throughput, round trips and idle memory: Python `rq worker` versus rq-worker, in one run.
+
+Starts a private redis-server on a free loopback port, pushes N no-op jobs
+(`rq_worker.diag.noop`, enqueued by Python RQ exactly as an application would) through each
+worker in burst mode, and prints jobs/s, the ratios, Redis round trips per job (counted by a
+small TCP proxy between worker and Redis: one client write = one round trip, so a pipeline or a
+script call counts once) and idle RSS.
+
+Usage (from the repository root, after `scripts/python-envs.sh` made the venvs):
+    .venvs/rq-2.12/bin/python bench/rq_bench.py [--jobs 2000] [--bin target/release/rq-worker]
+
+This is a benchmark, not a test: nothing here asserts on time.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from redis import Redis
+from rq import Queue
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "python-fixtures")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class CountingProxy:
+    """Forwards one TCP port to Redis and counts client writes (round trips)."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.port = free_port()
+        self.writes = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, count):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if count:
+                    with self.lock:
+                        self.writes += 1
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def reset(self):
+        with self.lock:
+            self.writes = 0
+
+    def count(self):
+        with self.lock:
+            return self.writes
+
+
+def enqueue(redis, queue, n):
+    q = Queue(queue, connection=redis)
+    with redis.pipeline() as pipe:
+        for _ in range(n):
+            q.enqueue("rq_worker.diag.noop", pipeline=pipe)
+        pipe.execute()
+
+
+def python_cmd(worker_class):
+    cmd = [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--burst", "-q"]
+    if worker_class:
+        cmd += ["-w", worker_class]
+    return cmd
+
+
+def run_worker(cmd, url, queue, env):
+    start = time.perf_counter()
+    subprocess.run(cmd + ["--url", url, queue], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def idle_rss_kb(cmd, url, queue, env):
+    p = subprocess.Popen([c for c in cmd if c not in ("--burst",)] + ["--url", url, queue], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        total = 0
+        # The forking worker has no horse while idle; sum the process tree anyway.
+        pids = [p.pid] + [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                                        text=True).stdout.split()]
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=2000, help="jobs for the SimpleWorker run")
+    ap.add_argument("--rust-jobs", type=int, default=20000, help="jobs per rq-worker run")
+    ap.add_argument("--fork-jobs", type=int, default=300, help="jobs for the (slow) forking Worker")
+    ap.add_argument("--rt-jobs", type=int, default=200, help="jobs for the round-trip count")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rq-worker"))
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="rqw-bench-")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    try:
+        redis = Redis(port=port)
+        for _ in range(100):
+            try:
+                redis.ping()
+                break
+            except Exception:
+                time.sleep(0.05)
+        url = f"redis://127.0.0.1:{port}/0"
+        env = dict(os.environ, PYTHONPATH=FIXTURES + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("QUEUE_NAME", None)
+        env.pop("WORKER_COUNT", None)
+        ours = lambda c: [args.bin, "--burst", "-q", "--concurrency", str(c)]
+        candidates = [
+            ("rq worker (forking Worker)", python_cmd(None), args.fork_jobs),
+            ("rq worker -w rq.SimpleWorker", python_cmd("rq.SimpleWorker"), args.jobs),
+            ("rq-worker --concurrency 1", ours(1), args.rust_jobs),
+            ("rq-worker --concurrency 4", ours(4), args.rust_jobs),
+        ]
+        proxy = CountingProxy(port)
+        proxy_url = f"redis://127.0.0.1:{proxy.port}/0"
+        rows = []
+        for i, (name, cmd, n) in enumerate(candidates):
+            queue = f"bench{i}"
+            enqueue(redis, queue, n)
+            secs = run_worker(cmd, url, queue, env)
+            left = redis.llen(f"rq:queue:{queue}")
+            # Round trips: a separate small run through the counting proxy.
+            rt_queue = f"bench{i}rt"
+            enqueue(redis, rt_queue, args.rt_jobs)
+            proxy.reset()
+            run_worker(cmd, proxy_url, rt_queue, env)
+            trips = proxy.count() / args.rt_jobs
+            rss = idle_rss_kb(cmd, url, f"idle{i}", env)
+            rows.append((name, n, secs, n / secs, trips, rss, left))
+        simple = rows[1][3]
+        print(f"\nRedis {redis.info('server')['redis_version']}, {os.cpu_count()} cores, "
+              f"python rq {__import__('rq').__version__}\n")
+        print(f"| worker | jobs | seconds | jobs/s | vs SimpleWorker | round trips/job | idle RSS MB |")
+        print(f"|---|---:|---:|---:|---:|---:|---:|")
+        for name, n, secs, rate, trips, rss, left in rows:
+            note = "" if left == 0 else f" ({left} left!)"
+            print(f"| {name}{note} | {n} | {secs:.2f} | {rate:,.0f} | {rate / simple:.1f}x | {trips:.2f} | "
+                  f"{rss / 1024:.1f} |")
+        print("\n(round trips per job are measured on a separate run of "
+              f"{args.rt_jobs} jobs, including startup and shutdown amortised over them)")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

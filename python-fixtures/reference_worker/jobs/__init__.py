@@ -1,0 +1,1 @@
+"""Reference ingestion jobs (see ../README.md)."""

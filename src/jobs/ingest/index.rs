@@ -1,0 +1,295 @@
+//! `jobs.ingest_index.ingest_index(workspace_id, document_id)` and `jobs.ingest_index.run(document_id)`:
+//! chunk the document's pages, embed the chunks in batches under the daily token budget, and write
+//! chunks, embeddings and the final status in one transaction, so a failure leaves no partial rows
+//! and nothing reserved. Token totals match the platform's one-request-per-chunk worker.
+
+use crate::adapters::postgres::PgVector;
+use crate::jobs::{Args, JobContext, JobError};
+use crate::rq::value::PyValue;
+
+use super::budget::Budget;
+use super::chunking::{chunk_text, content_hash, estimate_tokens};
+use super::{IngestError, Services, check_cancel, db, parse_uuid, progress};
+
+/// `ingest_index(workspace_id, document_id)`.
+pub fn ingest_index(
+    services: &Services,
+    ctx: &JobContext<'_>,
+    mut args: Args,
+) -> Result<PyValue, JobError> {
+    let workspace_id: String = args.required(0, "workspace_id")?;
+    let document_id: String = args.required(1, "document_id")?;
+    args.finish()?;
+    index(services, ctx, &workspace_id, &document_id)
+}
+
+/// `run(document_id)`: the workspace comes from the `documents` row.
+pub fn run(services: &Services, ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
+    let document_id: String = args.required(0, "document_id")?;
+    args.finish()?;
+    let located = (|| {
+        let doc = parse_uuid(&document_id)?;
+        let mut conn = services.db()?;
+        db::locate_document(&mut *conn, &doc)
+    })()
+    .map_err(IngestError::into_job_error)?;
+    let Some(loc) = located else {
+        return Err(JobError::failed("ValueError", "Document not found"));
+    };
+    index(services, ctx, &loc.workspace_id, &document_id)
+}
+
+struct Chunk {
+    id: String,
+    page: i32,
+    index: i32,
+    content: String,
+    hash: String,
+    tokens: i64,
+}
+
+/// What the job reports when it succeeds.
+struct Outcome {
+    status: String,
+    chunks: usize,
+    embeddings: usize,
+    tokens: i64,
+}
+
+fn index(
+    services: &Services,
+    ctx: &JobContext<'_>,
+    workspace_arg: &str,
+    document_arg: &str,
+) -> Result<PyValue, JobError> {
+    let ws = parse_uuid(workspace_arg).map_err(IngestError::into_job_error)?;
+    let doc = parse_uuid(document_arg).map_err(IngestError::into_job_error)?;
+    let date = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let budget = Budget {
+        workspace_id: &ws,
+        date: &date,
+        limit: services.config.daily_token_limit,
+    };
+    // Tokens reserved and not yet committed or released; given back on any failure.
+    let mut outstanding: i64 = 0;
+
+    let found = (|| {
+        let mut conn = services.db()?;
+        Ok::<_, IngestError>(db::document_status(&mut *conn, &ws, &doc)?.is_some())
+    })()
+    .map_err(IngestError::into_job_error)?;
+    if !found {
+        return Err(IngestError::Value("Document not found for workspace".into()).into_job_error());
+    }
+
+    match index_known(services, ctx, &ws, &doc, &budget, &mut outstanding) {
+        Ok(o) => {
+            progress(ctx, vec![("stage", PyValue::Str("done".into()))]);
+            Ok(PyValue::str_dict([
+                ("document_id", PyValue::Str(document_arg.to_string())),
+                ("status", PyValue::Str(o.status)),
+                ("chunks_total", PyValue::Int(o.chunks as i64)),
+                ("embeddings_total", PyValue::Int(o.embeddings as i64)),
+                ("embedding_tokens_used", PyValue::Int(o.tokens)),
+            ]))
+        }
+        Err(err) => {
+            if outstanding > 0 {
+                let released = services
+                    .db()
+                    .and_then(|mut c| budget.release(&mut *c, outstanding));
+                if let Err(e) = released {
+                    log::error!(
+                        "document {doc}: could not release {outstanding} reserved tokens: {e}"
+                    );
+                }
+            }
+            db::mark_failed(services, &ws, &doc, &err.document_message());
+            Err(err.into_job_error())
+        }
+    }
+}
+
+fn index_known(
+    services: &Services,
+    ctx: &JobContext<'_>,
+    ws: &str,
+    doc: &str,
+    budget: &Budget<'_>,
+    outstanding: &mut i64,
+) -> Result<Outcome, IngestError> {
+    let config = &services.config;
+
+    // Check the status, move to `indexing`, read the pages and drop the previous chunks, atomically.
+    let (allowed, pages, column_dim) = {
+        let mut conn = services.db()?;
+        let allowed = db::allowed_statuses(&mut *conn)?;
+        let column_dim = db::embedding_column_dim(&mut *conn)?;
+        let mut tx = conn.transaction()?;
+        let rows = tx.query(
+            "SELECT status FROM documents WHERE id = $1::text::uuid AND workspace_id = $2::text::uuid LIMIT 1 FOR UPDATE",
+            &[&doc, &ws],
+        )?;
+        let status: String = match rows.first() {
+            Some(row) => row.try_get(0)?,
+            None => {
+                return Err(IngestError::Value(
+                    "Document not found for workspace".into(),
+                ));
+            }
+        };
+        let accepted = status == "indexing"
+            || status == "uploaded"
+            || (status == "extracting" && allowed.contains("extracting"));
+        if !accepted {
+            return Err(IngestError::Value(format!(
+                "Document status must be indexing or uploaded (got: {status})"
+            )));
+        }
+        db::set_status(&mut tx, ws, doc, "indexing", None)?;
+        let page_rows = tx.query(
+            "SELECT page_number, content FROM document_pages \
+             WHERE workspace_id = $1::text::uuid AND document_id = $2::text::uuid ORDER BY page_number ASC",
+            &[&ws, &doc],
+        )?;
+        let mut pages = Vec::with_capacity(page_rows.len());
+        for row in &page_rows {
+            let number: i32 = row.try_get(0)?;
+            let content: Option<String> = row.try_get(1)?;
+            pages.push((number, content.unwrap_or_default()));
+        }
+        tx.execute(
+            "DELETE FROM chunk_embeddings WHERE workspace_id = $1::text::uuid AND document_id = $2::text::uuid",
+            &[&ws, &doc],
+        )?;
+        tx.execute(
+            "DELETE FROM chunks WHERE workspace_id = $1::text::uuid AND document_id = $2::text::uuid",
+            &[&ws, &doc],
+        )?;
+        tx.commit()?;
+        (allowed, pages, column_dim)
+    };
+
+    if let Some(dim) = column_dim
+        && dim as usize != config.embedding_dim
+    {
+        return Err(IngestError::Value(format!(
+            "Embedding dimension mismatch: chunk_embeddings.embedding is vector({dim}) but EMBEDDING_DIM is {}",
+            config.embedding_dim
+        )));
+    }
+
+    let mut chunks = Vec::new();
+    for (page, content) in &pages {
+        for piece in chunk_text(content, config.chunk_tokenizer) {
+            chunks.push(Chunk {
+                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                page: *page,
+                index: chunks.len() as i32,
+                tokens: estimate_tokens(&piece),
+                hash: content_hash(&piece),
+                content: piece,
+            });
+        }
+    }
+    drop(pages);
+    let total_tokens: i64 = chunks.iter().map(|c| c.tokens).sum();
+    progress(
+        ctx,
+        vec![
+            ("stage", PyValue::Str("embedding".into())),
+            ("chunks_total", PyValue::Int(chunks.len() as i64)),
+            ("chunks_embedded", PyValue::Int(0)),
+            ("embedding_tokens_estimated", PyValue::Int(total_tokens)),
+        ],
+    );
+    check_cancel(ctx)?;
+
+    // Embed batch by batch; each batch reserves its chunks in order, and commits them once embedded.
+    let client = services.embeddings();
+    let stop = || ctx.cancel.reason().is_some();
+    let batch_size = config.embedding_batch_size.max(1);
+    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(chunks.len());
+    let mut committed: i64 = 0;
+    let mut requests: i64 = 0;
+    for batch in chunks.chunks(batch_size) {
+        check_cancel(ctx)?;
+        let amounts: Vec<i64> = batch.iter().map(|c| c.tokens).collect();
+        let reserved = {
+            let mut conn = services.db()?;
+            budget.reserve_prefix(&mut *conn, &amounts)?
+        };
+        *outstanding += reserved.tokens;
+        let fitting = &batch[..reserved.count];
+        if !fitting.is_empty() {
+            let inputs: Vec<String> = fitting.iter().map(|c| c.content.clone()).collect();
+            let embedded = client.embed(&inputs, &stop)?;
+            requests += embedded.requests as i64;
+            vectors.extend(embedded.vectors);
+            let mut conn = services.db()?;
+            budget.commit(&mut *conn, reserved.tokens)?;
+            *outstanding -= reserved.tokens;
+            committed += reserved.tokens;
+        }
+        progress(
+            ctx,
+            vec![
+                ("chunks_embedded", PyValue::Int(vectors.len() as i64)),
+                ("embedding_requests", PyValue::Int(requests)),
+                ("embedding_tokens_used", PyValue::Int(committed)),
+            ],
+        );
+        if reserved.count < batch.len() {
+            let used = reserved.used + reserved.tokens;
+            return Err(IngestError::Budget {
+                used,
+                reserved: reserved.reserved_before,
+                limit: budget.limit,
+            });
+        }
+    }
+    check_cancel(ctx)?;
+
+    // Write everything, and the final status, in one transaction.
+    progress(ctx, vec![("stage", PyValue::Str("saving".into()))]);
+    let final_status = if allowed.contains("indexed") {
+        "indexed"
+    } else {
+        "ready"
+    };
+    let model = client.model().to_string();
+    let mut conn = services.db()?;
+    let mut tx = conn.transaction()?;
+    let insert_chunk = tx.prepare(
+        "INSERT INTO chunks (id, workspace_id, document_id, page_start, page_end, chunk_index, content, content_hash, token_count) \
+         VALUES ($1::text::uuid, $2::text::uuid, $3::text::uuid, $4, $4, $5, $6, $7, $8)",
+    )?;
+    for c in &chunks {
+        let tokens = i32::try_from(c.tokens).unwrap_or(i32::MAX);
+        tx.execute(
+            &insert_chunk,
+            &[
+                &c.id, &ws, &doc, &c.page, &c.index, &c.content, &c.hash, &tokens,
+            ],
+        )?;
+    }
+    let insert_embedding = tx.prepare(
+        "INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) \
+         VALUES ($1::text::uuid, $2::text::uuid, $3::text::uuid, $4, $5)",
+    )?;
+    for (c, v) in chunks.iter().zip(&vectors) {
+        tx.execute(&insert_embedding, &[&c.id, &ws, &doc, &PgVector(v), &model])?;
+    }
+    db::set_status(&mut tx, ws, doc, final_status, None)?;
+    tx.commit()?;
+
+    Ok(Outcome {
+        status: final_status.to_string(),
+        chunks: chunks.len(),
+        embeddings: vectors.len(),
+        tokens: committed,
+    })
+}

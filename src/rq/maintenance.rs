@@ -1,0 +1,183 @@
+//! Registry cleaning under RQ's lock (rq-wire.md §8.2, §8.3, §9.8): expired finished/failed
+//! entries, abandoned started jobs (failed or retried, never a finished one), dead worker keys in
+//! the worker sets, and ids stuck in the intermediate list.
+
+use redis::{Commands, ConnectionLike};
+
+use crate::rq::codec;
+use crate::rq::keys::Keys;
+use crate::rq::scripts::{self, Finish, Outcome};
+use crate::rq::time::Timestamp;
+
+/// What one cleaning run did, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    pub abandoned: Vec<String>,
+    pub stuck: Vec<String>,
+    pub dangling: usize,
+    pub dead_workers: usize,
+}
+
+/// Seconds an id may sit in the intermediate list before it is failed (RQ 1.16.2+: 60).
+const STUCK_AFTER_SECS: f64 = 60.0;
+
+/// Clean one queue's registries if the cleaning lock is free. Returns `None` when another worker
+/// holds the lock.
+pub fn clean_queue<C: ConnectionLike + Commands>(
+    con: &mut C,
+    keys: &Keys,
+    queue: &str,
+    default_result_ttl: i64,
+) -> redis::RedisResult<Option<Cleaned>> {
+    let lock = keys.clean_registries_lock(queue);
+    let got: Option<String> = redis::cmd("SET")
+        .arg(&lock)
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(899)
+        .query(con)?;
+    if got.is_none() {
+        return Ok(None);
+    }
+    let result = clean_locked(con, keys, queue, default_result_ttl);
+    let _: redis::RedisResult<()> = con.del(&lock);
+    result.map(Some)
+}
+
+fn clean_locked<C: ConnectionLike + Commands>(
+    con: &mut C,
+    keys: &Keys,
+    queue: &str,
+    default_result_ttl: i64,
+) -> redis::RedisResult<Cleaned> {
+    let now = Timestamp::now();
+    let mut out = Cleaned::default();
+    let _: () = redis::pipe()
+        .zrembyscore(keys.finished(queue), 0, now.epoch())
+        .ignore()
+        .zrembyscore(keys.failed(queue), 0, now.epoch())
+        .ignore()
+        .query(con)?;
+
+    // Abandoned jobs: started-registry members whose heartbeat lapsed.
+    let started = keys.started(queue);
+    let expired: Vec<String> = con.zrangebyscore(&started, 0, now.epoch())?;
+    for member in expired {
+        let job_id = resolve_member(con, keys, &member)?;
+        let status: Option<String> = con.hget(keys.job(&job_id), "status")?;
+        if status.as_deref() != Some("started") {
+            // Finished, failed or gone: only the stale member goes.
+            let _: () = con.zrem(&started, &member)?;
+            continue;
+        }
+        let text = format!(
+            "Moved to FailedJobRegistry, due to AbandonedJobError, at {}",
+            now.python_str()
+        );
+        scripts::finish(
+            con,
+            keys,
+            &Finish {
+                job_id: &job_id,
+                origin: queue,
+                worker: "",
+                execution_id: "",
+                member: &member,
+                outcome: Outcome::Failed { allow_retry: true },
+                started_f: String::new(),
+                ended_f: String::new(),
+                return_value: String::new(),
+                exc_string: codec::encode_exc_string(&text),
+                default_result_ttl,
+                working_time_secs: 0.0,
+                worker_ttl: 0,
+            },
+        )?;
+        out.abandoned.push(job_id);
+    }
+
+    // Worker sets: drop keys whose hash expired.
+    for set in [keys.queue_workers(queue), keys.workers()] {
+        let members: Vec<String> = con.smembers(&set)?;
+        for m in members {
+            let alive: bool = con.exists(&m)?;
+            if !alive {
+                let _: () = con.srem(&set, &m)?;
+                out.dead_workers += 1;
+            }
+        }
+    }
+
+    // Intermediate list: ids popped but never marked started.
+    let inter = keys.intermediate(queue);
+    let ids: Vec<String> = con.lrange(&inter, 0, -1)?;
+    for id in ids {
+        let in_started: Option<f64> = con.zscore(&started, &id)?;
+        if in_started.is_some() {
+            continue;
+        }
+        let exists: bool = con.exists(keys.job(&id))?;
+        if !exists {
+            let _: () = con.lrem(&inter, 1, &id)?;
+            out.dangling += 1;
+            continue;
+        }
+        let seen_key = keys.intermediate_first_seen(queue, &id);
+        let first: Option<String> = redis::cmd("SET")
+            .arg(&seen_key)
+            .arg(now.epoch_f())
+            .arg("NX")
+            .arg("EX")
+            .arg(86_400)
+            .arg("GET")
+            .query(con)?;
+        let Some(first) = first else { continue };
+        let first: f64 = first.parse().unwrap_or(f64::MAX);
+        let now_f: f64 = now.epoch_f().parse().unwrap_or(0.0);
+        if now_f - first > STUCK_AFTER_SECS {
+            scripts::finish(
+                con,
+                keys,
+                &Finish {
+                    job_id: &id,
+                    origin: queue,
+                    worker: "",
+                    execution_id: "",
+                    member: "",
+                    outcome: Outcome::Failed { allow_retry: false },
+                    started_f: String::new(),
+                    ended_f: String::new(),
+                    return_value: String::new(),
+                    exc_string: codec::encode_exc_string("Job was stuck in intermediate queue."),
+                    default_result_ttl,
+                    working_time_secs: 0.0,
+                    worker_ttl: 0,
+                },
+            )?;
+            let _: () = con.lrem(&inter, 1, &id)?;
+            let _: () = con.del(&seen_key)?;
+            out.stuck.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The job id of a started-registry member: plain (1.x, compat) or `job_id:execution_id` (2.x).
+/// A plain id may itself contain `:` (1.16 allows it), so the whole member wins when that job exists.
+pub fn resolve_member<C: Commands>(
+    con: &mut C,
+    keys: &Keys,
+    member: &str,
+) -> redis::RedisResult<String> {
+    if let Some((job, exec)) = member.rsplit_once(':') {
+        let looks_like_exec = exec.len() == 32 && exec.bytes().all(|b| b.is_ascii_hexdigit());
+        if looks_like_exec {
+            let whole: bool = con.exists(keys.job(member))?;
+            if !whole {
+                return Ok(job.to_string());
+            }
+        }
+    }
+    Ok(member.to_string())
+}

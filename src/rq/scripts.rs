@@ -1,0 +1,376 @@
+//! Typed wrappers over the Lua scripts in `src/rq/lua/` that apply RQ's state transitions.
+//!
+//! Each transition that RQ performs with WATCH/MULTI/EXEC (start, finish with dependents,
+//! heartbeat, scheduler moves) is one script here: atomic like RQ's transactions, and one round
+//! trip instead of several. Results come back as plain Rust values; nothing here panics on odd
+//! replies.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::{ConnectionLike, Script, Value};
+
+use crate::rq::keys::Keys;
+use crate::rq::time::Timestamp;
+
+static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/start.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/finish.lua")));
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+static SCHED_LOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/scheduler_lock.lua")));
+static SCHED_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/scheduler_release.lua")));
+static ENQUEUE_DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/enqueue_due.lua")));
+
+/// How the started registry names a running job (rq-versions.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Plain `job_id` members: readable by rq 1.16, 2.x and 3.0.
+    Compat,
+    /// `job_id:execution_id` members: rq ≥ 2.0 only.
+    V2,
+}
+
+/// Where the job to start comes from.
+pub enum StartFrom<'a> {
+    /// Pop the first job of the first non-empty queue (LMOVE into the intermediate list).
+    Pop { queues: &'a [String] },
+    /// A job BLMOVE already moved from `queue` into its intermediate list.
+    Moved { queue: &'a str, job_id: &'a str },
+}
+
+/// A job marked started.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The queue it was popped from.
+    pub queue: String,
+    pub job_id: String,
+    /// Its member in the started registry.
+    pub member: String,
+    /// The heartbeat TTL applied at start.
+    pub ttl: i64,
+    /// The job hash after the start writes.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+/// What the start script found.
+#[derive(Debug)]
+pub enum StartOutcome {
+    Started(Started),
+    Empty,
+    Suspended,
+}
+
+fn bulk_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+fn protocol_error(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "protocol error; unexpected script reply",
+        what.to_string(),
+    ))
+}
+
+/// Start a job: dequeue (or take a moved id), register the execution and mark it started.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    from: StartFrom<'_>,
+    worker: &str,
+    execution_id: &str,
+    interval_secs: u64,
+    layout: Layout,
+    check_suspended: bool,
+) -> redis::RedisResult<StartOutcome> {
+    let now = Timestamp::now();
+    let mut inv = START.prepare_invoke();
+    inv.arg("prefix")
+        .arg(keys.prefix())
+        .arg("worker")
+        .arg(worker)
+        .arg("execution_id")
+        .arg(execution_id)
+        .arg("iso")
+        .arg(now.iso())
+        .arg("now_f")
+        .arg(now.epoch_f())
+        .arg("now")
+        .arg(now.epoch())
+        .arg("interval")
+        .arg(interval_secs)
+        .arg("compat")
+        .arg(if layout == Layout::Compat { "1" } else { "0" })
+        .arg("check_suspended")
+        .arg(if check_suspended { "1" } else { "0" });
+    match from {
+        StartFrom::Pop { queues } => {
+            inv.arg("mode")
+                .arg("pop")
+                .arg("queues")
+                .arg(queues.join(","));
+        }
+        StartFrom::Moved { queue, job_id } => {
+            inv.arg("mode")
+                .arg("moved")
+                .arg("queue")
+                .arg(queue)
+                .arg("job_id")
+                .arg(job_id);
+        }
+    }
+    let reply: Value = inv.invoke(con)?;
+    let Value::Array(items) = reply else {
+        return Err(protocol_error("start: not an array"));
+    };
+    match items.first().and_then(bulk_text).as_deref() {
+        Some("empty") => Ok(StartOutcome::Empty),
+        Some("suspended") => Ok(StartOutcome::Suspended),
+        Some("started") if items.len() >= 6 => {
+            let text = |i: usize| items.get(i).and_then(bulk_text).unwrap_or_default();
+            let mut fields = HashMap::new();
+            if let Some(Value::Array(flat)) = items.get(5) {
+                for pair in flat.chunks(2) {
+                    if let [Value::BulkString(k), Value::BulkString(v)] = pair {
+                        fields.insert(String::from_utf8_lossy(k).into_owned(), v.clone());
+                    }
+                }
+            }
+            Ok(StartOutcome::Started(Started {
+                queue: text(1),
+                job_id: text(2),
+                member: text(3),
+                ttl: text(4).parse().unwrap_or(90),
+                fields,
+            }))
+        }
+        _ => Err(protocol_error("start: unknown status")),
+    }
+}
+
+/// The outcome to record for one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    /// An exception; retried when the job has retries left and `allow_retry`.
+    Failed {
+        allow_retry: bool,
+    },
+    /// Stopped by `stop-job`: status `stopped`, no retry, dependents kept waiting.
+    Stopped,
+}
+
+/// Everything the finish script needs.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub job_id: &'a str,
+    pub origin: &'a str,
+    /// `""` for abandoned-job cleanup (no worker to update).
+    pub worker: &'a str,
+    pub execution_id: &'a str,
+    pub member: &'a str,
+    pub outcome: Outcome,
+    /// Float epoch of the execution start, `""` if unknown.
+    pub started_f: String,
+    /// Float epoch of the execution end, `""` if none.
+    pub ended_f: String,
+    /// base64 of the serialized return value; `""` for None.
+    pub return_value: String,
+    /// base64 of zlib of the traceback text.
+    pub exc_string: String,
+    pub default_result_ttl: i64,
+    pub working_time_secs: f64,
+    /// EXPIRE of the worker hash once idle again (worker_ttl + 60).
+    pub worker_ttl: u64,
+}
+
+/// What the finish script did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Finished,
+    Failed,
+    Stopped,
+    /// Re-enqueued at once (retry with no interval).
+    Retried,
+    /// Put in the scheduled registry for a retry in this many seconds.
+    Scheduled(String),
+    /// The job hash was gone (deleted while running); only bookkeeping was done.
+    Gone,
+}
+
+/// Record the outcome of an execution, dependents included, in one atomic step.
+pub fn finish(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    f: &Finish<'_>,
+) -> redis::RedisResult<Recorded> {
+    let now = Timestamp::now();
+    let (outcome, allow_retry, counter) = match f.outcome {
+        Outcome::Finished => ("finished", false, "successful_job_count"),
+        Outcome::Failed { allow_retry } => ("failed", allow_retry, "failed_job_count"),
+        Outcome::Stopped => ("stopped", false, "failed_job_count"),
+    };
+    let mut inv = FINISH.prepare_invoke();
+    inv.arg("prefix")
+        .arg(keys.prefix())
+        .arg("job_id")
+        .arg(f.job_id)
+        .arg("origin")
+        .arg(f.origin)
+        .arg("worker")
+        .arg(f.worker)
+        .arg("execution_id")
+        .arg(f.execution_id)
+        .arg("member")
+        .arg(f.member)
+        .arg("outcome")
+        .arg(outcome)
+        .arg("allow_retry")
+        .arg(if allow_retry { "1" } else { "0" })
+        .arg("iso")
+        .arg(now.iso())
+        .arg("now")
+        .arg(now.epoch())
+        .arg("started_f")
+        .arg(&f.started_f)
+        .arg("ended_f")
+        .arg(&f.ended_f)
+        .arg("return_value")
+        .arg(&f.return_value)
+        .arg("exc_string")
+        .arg(&f.exc_string)
+        .arg("default_result_ttl")
+        .arg(f.default_result_ttl)
+        .arg("working_time")
+        .arg(format!("{:.6}", f.working_time_secs.max(0.0)))
+        .arg("worker_ttl")
+        .arg(f.worker_ttl)
+        .arg("counter")
+        .arg(counter);
+    let reply: Value = inv.invoke(con)?;
+    let Value::Array(items) = reply else {
+        return Err(protocol_error("finish: not an array"));
+    };
+    let status = items.first().and_then(bulk_text).unwrap_or_default();
+    Ok(match status.as_str() {
+        "finished" => Recorded::Finished,
+        "failed" => Recorded::Failed,
+        "stopped" => Recorded::Stopped,
+        "retried" => Recorded::Retried,
+        "scheduled" => Recorded::Scheduled(items.get(1).and_then(bulk_text).unwrap_or_default()),
+        "gone" => Recorded::Gone,
+        _ => return Err(protocol_error("finish: unknown status")),
+    })
+}
+
+/// A running execution, as the heartbeat needs it.
+#[derive(Debug, Clone)]
+pub struct Beat<'a> {
+    pub worker: &'a str,
+    pub job_id: &'a str,
+    pub execution_id: &'a str,
+    pub member: &'a str,
+    pub origin: &'a str,
+    pub ttl: i64,
+    pub working_time_secs: f64,
+}
+
+/// Heartbeat a busy worker. Returns true when the worker hash had vanished and must be rewritten.
+pub fn heartbeat_busy(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    b: &Beat<'_>,
+) -> redis::RedisResult<bool> {
+    let now = Timestamp::now();
+    let vanished: i64 = HEARTBEAT
+        .arg("prefix")
+        .arg(keys.prefix())
+        .arg("worker")
+        .arg(b.worker)
+        .arg("job_id")
+        .arg(b.job_id)
+        .arg("execution_id")
+        .arg(b.execution_id)
+        .arg("member")
+        .arg(b.member)
+        .arg("origin")
+        .arg(b.origin)
+        .arg("iso")
+        .arg(now.iso())
+        .arg("now_f")
+        .arg(now.epoch_f())
+        .arg("now")
+        .arg(now.epoch())
+        .arg("ttl")
+        .arg(b.ttl)
+        .arg("working_time")
+        .arg(format!("{:.6}", b.working_time_secs))
+        .invoke(con)?;
+    Ok(vanished == 1)
+}
+
+/// Take or refresh the scheduler locks of `queues`; returns the queues whose lock we hold.
+pub fn scheduler_lock(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    owner: &str,
+    queues: &[String],
+    ttl: u64,
+) -> redis::RedisResult<Vec<String>> {
+    let mut inv = SCHED_LOCK.prepare_invoke();
+    inv.arg(owner).arg(ttl);
+    for q in queues {
+        inv.arg(keys.scheduler_lock(q));
+    }
+    let held: Vec<String> = inv.invoke(con)?;
+    Ok(queues
+        .iter()
+        .filter(|q| held.contains(&keys.scheduler_lock(q)))
+        .cloned()
+        .collect())
+}
+
+/// Release the scheduler locks we own.
+pub fn scheduler_release(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    owner: &str,
+    queues: &[String],
+) -> redis::RedisResult<()> {
+    let mut inv = SCHED_RELEASE.prepare_invoke();
+    inv.arg(owner);
+    for q in queues {
+        inv.arg(keys.scheduler_lock(q));
+    }
+    let _: Value = inv.invoke(con)?;
+    Ok(())
+}
+
+/// Move due jobs of `queue` from the scheduled registry to the queue; returns how many.
+pub fn enqueue_due(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    queue: &str,
+) -> redis::RedisResult<i64> {
+    let now = Timestamp::now();
+    ENQUEUE_DUE
+        .arg("prefix")
+        .arg(keys.prefix())
+        .arg("queue")
+        .arg(queue)
+        .arg("now")
+        .arg(now.epoch())
+        .arg("iso")
+        .arg(now.iso())
+        .invoke(con)
+}

@@ -1,0 +1,117 @@
+//! The heartbeat thread: keeps every slot's worker hash alive while idle (EXPIRE worker_ttl+60)
+//! and, while a job runs, refreshes the worker hash, the execution, the started-registry score
+//! and the job's `last_heartbeat` every `--job-monitoring-interval` seconds (rq-wire.md §9.4).
+//! It runs beside the job threads, so a long job never misses a beat.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use log::{debug, warn};
+
+use crate::rq::scripts::{self, Beat};
+use crate::rq::worker;
+use crate::runtime::Process;
+use crate::runtime::connection::is_connection_error;
+use crate::runtime::shutdown::Phase;
+
+/// Heartbeat TTL while busy: `min(timeout - elapsed, interval) + 60`, as RQ computes it.
+pub fn busy_ttl(timeout: Option<i64>, elapsed_secs: f64, interval: u64) -> i64 {
+    let interval = interval as f64;
+    let base = match timeout {
+        Some(t) if t > 0 => (t as f64 - elapsed_secs).min(interval).max(0.0),
+        _ => interval,
+    };
+    base as i64 + 60
+}
+
+pub fn run(process: Arc<Process>) {
+    let interval = Duration::from_secs(process.config.job_monitoring_interval.max(1));
+    let mut con: Option<redis::Connection> = None;
+    loop {
+        if process.shutdown.sleep(Duration::from_secs(1), Phase::Done) >= Phase::Done {
+            return;
+        }
+        for slot in &process.slots {
+            if !slot.registered.load(Ordering::SeqCst) || slot.since_beat() < interval {
+                continue;
+            }
+            let c = match con.as_mut() {
+                Some(c) => c,
+                None => match process.connector.connect(Duration::from_secs(30)) {
+                    Ok(c) => con.insert(c),
+                    Err(e) => {
+                        warn!("heartbeat: {e}");
+                        break;
+                    }
+                },
+            };
+            let name = &slot.info.name;
+            let result = match slot.running() {
+                Some(r) => {
+                    let elapsed = r.started.elapsed().as_secs_f64();
+                    let ttl = busy_ttl(r.timeout, elapsed, process.config.job_monitoring_interval);
+                    scripts::heartbeat_busy(
+                        c,
+                        &process.keys,
+                        &Beat {
+                            worker: name,
+                            job_id: &r.job_id,
+                            execution_id: &r.execution_id,
+                            member: &r.member,
+                            origin: &r.origin,
+                            ttl,
+                            working_time_secs: elapsed,
+                        },
+                    )
+                    .and_then(|vanished| {
+                        if vanished {
+                            warn!("worker {name}: worker key had expired; re-registering");
+                            worker::reregister(c, &process.keys, &slot.info, "busy", ttl as u64)?;
+                        }
+                        Ok(())
+                    })
+                }
+                None => worker::heartbeat_idle(c, &process.keys, name, process.idle_ttl())
+                    .and_then(|vanished| {
+                        if vanished {
+                            warn!("worker {name}: worker key had expired; re-registering");
+                            worker::reregister(
+                                c,
+                                &process.keys,
+                                &slot.info,
+                                "idle",
+                                process.idle_ttl(),
+                            )?;
+                        }
+                        Ok(())
+                    }),
+            };
+            match result {
+                Ok(()) => {
+                    debug!("heartbeat worker={name}");
+                    slot.beat();
+                }
+                Err(e) => {
+                    warn!("heartbeat worker={name}: {e}");
+                    if is_connection_error(&e) {
+                        con = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_like_rq() {
+        assert_eq!(busy_ttl(Some(180), 0.0, 30), 90);
+        assert_eq!(busy_ttl(Some(2), 0.5, 30), 61);
+        assert_eq!(busy_ttl(None, 1000.0, 30), 90);
+        assert_eq!(busy_ttl(Some(10), 20.0, 30), 60);
+    }
+}

@@ -1,0 +1,678 @@
+//! One worker slot: one RQ worker identity (its own name, state, current job and counters) with
+//! its own Redis connection and job thread. The slot thread registers the worker, dequeues,
+//! starts, supervises and finishes jobs, and deregisters it at the end.
+//!
+//! Happy path per job: one script call dequeues and marks the job started, one records the
+//! outcome (dependents included). Blocking waits use BLMOVE into the intermediate list, which a
+//! warm shutdown interrupts with CLIENT UNBLOCK.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use log::{debug, error, info, warn};
+use rand::seq::SliceRandom;
+
+use crate::config::DequeueStrategy;
+use crate::jobs::{Args, CancelReason, CancelToken, JobContext, JobError};
+use crate::rq::codec::{self, Payload};
+use crate::rq::job::JobRecord;
+use crate::rq::scripts::{
+    self, Finish, Layout, Outcome, Recorded, StartFrom, StartOutcome, Started,
+};
+use crate::rq::time::Timestamp;
+use crate::rq::value::PyValue;
+use crate::rq::worker::{self, WorkerInfo};
+use crate::runtime::Process;
+use crate::runtime::connection::is_connection_error;
+use crate::runtime::executor::{Control, Executor, WaitFor, Waited};
+use crate::runtime::failure;
+use crate::runtime::hooks::RedisHooks;
+use crate::runtime::shutdown::Phase;
+use crate::runtime::webhooks;
+
+/// The job a slot is running, as the heartbeat and pub/sub threads need to see it.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub job_id: String,
+    pub execution_id: String,
+    pub member: String,
+    pub origin: String,
+    pub started: Instant,
+    /// Seconds; `None` for no timeout.
+    pub timeout: Option<i64>,
+}
+
+/// State of one slot shared with the service threads.
+pub struct SlotShared {
+    pub info: WorkerInfo,
+    /// The running job, if any.
+    pub running: Mutex<Option<Running>>,
+    /// Sends stop-job / kill-horse / cold-shutdown to the slot while a job runs.
+    pub control: Sender<Control>,
+    control_rx: Receiver<Control>,
+    /// CLIENT ID of the slot's connection while it blocks in BLMOVE, else -1 (for CLIENT UNBLOCK).
+    pub blocking_client: AtomicI64,
+    /// A `shutdown` command for this worker alone.
+    pub stop: AtomicBool,
+    /// Registered and not yet dead: the heartbeat thread keeps it alive.
+    pub registered: AtomicBool,
+    /// When the worker hash was last refreshed by anyone.
+    pub last_beat: Mutex<Instant>,
+}
+
+impl SlotShared {
+    pub fn new(info: WorkerInfo) -> Self {
+        let (control, control_rx) = unbounded();
+        SlotShared {
+            info,
+            running: Mutex::new(None),
+            control,
+            control_rx,
+            blocking_client: AtomicI64::new(-1),
+            stop: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            last_beat: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn running(&self) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_running(&self, r: Option<Running>) {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    pub fn beat(&self) {
+        *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn since_beat(&self) -> Duration {
+        self.last_beat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+/// Log prefix carrying the fields every job line has.
+struct JobTag<'a> {
+    job_id: &'a str,
+    func: &'a str,
+    queue: &'a str,
+    worker: &'a str,
+}
+
+impl std::fmt::Display for JobTag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "job_id={} func={} queue={} worker={}",
+            self.job_id, self.func, self.queue, self.worker
+        )
+    }
+}
+
+/// The decided outcome of one execution, before it is written.
+struct Decided {
+    outcome: Outcome,
+    return_value: String,
+    exc_string: String,
+    status_word: &'static str,
+}
+
+/// Run one slot until shutdown, burst exhaustion, `--max-jobs` or `--max-idle-time`.
+/// Returns whether the worker was registered at all.
+pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
+    let name = slot.info.name.clone();
+    let cfg = &process.config;
+    let read_timeout = cfg.dequeue_timeout() + Duration::from_secs(30);
+    let mut con = match process.connector.connect_retrying(
+        read_timeout,
+        &process.shutdown,
+        Phase::Warm,
+        &name,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("worker {name}: {e}");
+            return false;
+        }
+    };
+    let mut info = slot.info.clone();
+    info.ip_address = worker::client_address(&mut con, &name);
+    if let Err(e) = worker::birth(&mut con, &process.keys, &info, process.idle_ttl()) {
+        error!("worker {name}: {e}");
+        return false;
+    }
+    slot.registered.store(true, Ordering::SeqCst);
+    let _ = worker::set_state(&mut con, &process.keys, &name, "idle", process.idle_ttl());
+    slot.beat();
+    info!(
+        "worker {name} started on {} (pid {})",
+        info.queues.join(","),
+        info.pid
+    );
+
+    let mut executor = Executor::new(&format!("job-{name}"));
+    let mut queues = info.queues.clone();
+    let mut idle_since = Instant::now();
+    let mut state_suspended = false;
+    let mut backoff = Duration::from_millis(10);
+    let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap_or(-1);
+    let mut client_id = client_id;
+
+    loop {
+        if process.shutdown.stopping()
+            || slot.stop.load(Ordering::SeqCst)
+            || process.max_jobs_reached()
+        {
+            break;
+        }
+        match cfg.dequeue_strategy {
+            DequeueStrategy::Default => {}
+            DequeueStrategy::RoundRobin => {}
+            DequeueStrategy::Random => queues.shuffle(&mut rand::rng()),
+        }
+        let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        let started = scripts::start(
+            &mut con,
+            &process.keys,
+            StartFrom::Pop { queues: &queues },
+            &name,
+            &execution_id,
+            cfg.job_monitoring_interval,
+            process.layout,
+            true,
+        );
+        match started {
+            Ok(StartOutcome::Started(s)) => {
+                state_suspended = false;
+                backoff = Duration::from_millis(10);
+                if cfg.dequeue_strategy == DequeueStrategy::RoundRobin {
+                    rotate_after(&mut queues, &s.queue);
+                }
+                slot.beat();
+                run_job(&process, &slot, &mut executor, &mut con, s, execution_id);
+                idle_since = Instant::now();
+            }
+            Ok(StartOutcome::Suspended) => {
+                if cfg.burst {
+                    info!("worker {name}: suspended, burst mode exits");
+                    break;
+                }
+                if !state_suspended {
+                    info!("worker {name}: suspended (rq suspend); waiting for rq resume");
+                    let _ = worker::set_state(
+                        &mut con,
+                        &process.keys,
+                        &name,
+                        "suspended",
+                        process.idle_ttl(),
+                    );
+                    state_suspended = true;
+                }
+                process.shutdown.sleep(Duration::from_secs(1), Phase::Warm);
+            }
+            Ok(StartOutcome::Empty) => {
+                if state_suspended {
+                    let _ = worker::set_state(
+                        &mut con,
+                        &process.keys,
+                        &name,
+                        "idle",
+                        process.idle_ttl(),
+                    );
+                    state_suspended = false;
+                }
+                if cfg.burst {
+                    break;
+                }
+                if let Some(max_idle) = cfg.max_idle_time {
+                    if idle_since.elapsed() >= Duration::from_secs(max_idle) {
+                        info!("worker {name}: idle for {max_idle}s, exiting");
+                        break;
+                    }
+                }
+                if queues.len() == 1 {
+                    // Block in BLMOVE; a warm shutdown unblocks us with CLIENT UNBLOCK.
+                    let q = queues[0].clone();
+                    slot.blocking_client.store(client_id, Ordering::SeqCst);
+                    if process.shutdown.stopping() || slot.stop.load(Ordering::SeqCst) {
+                        slot.blocking_client.store(-1, Ordering::SeqCst);
+                        break;
+                    }
+                    let moved: redis::RedisResult<Option<String>> = redis::cmd("BLMOVE")
+                        .arg(process.keys.queue(&q))
+                        .arg(process.keys.intermediate(&q))
+                        .arg("LEFT")
+                        .arg("RIGHT")
+                        .arg(cfg.dequeue_timeout().as_secs())
+                        .query(&mut con);
+                    slot.blocking_client.store(-1, Ordering::SeqCst);
+                    match moved {
+                        Ok(Some(job_id)) => {
+                            let execution_id = uuid::Uuid::new_v4().simple().to_string();
+                            let r = scripts::start(
+                                &mut con,
+                                &process.keys,
+                                StartFrom::Moved {
+                                    queue: &q,
+                                    job_id: &job_id,
+                                },
+                                &name,
+                                &execution_id,
+                                cfg.job_monitoring_interval,
+                                process.layout,
+                                false,
+                            );
+                            match r {
+                                Ok(StartOutcome::Started(s)) => {
+                                    slot.beat();
+                                    run_job(
+                                        &process,
+                                        &slot,
+                                        &mut executor,
+                                        &mut con,
+                                        s,
+                                        execution_id,
+                                    );
+                                    idle_since = Instant::now();
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    handle_redis_error(&process, &slot, &mut con, &mut client_id, e)
+                                }
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => handle_redis_error(&process, &slot, &mut con, &mut client_id, e),
+                    }
+                } else {
+                    // Several queues: BLMOVE cannot wait on more than one list, so poll all of
+                    // them (atomically, in priority order) with a short capped backoff.
+                    process.shutdown.sleep(backoff, Phase::Warm);
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+            Err(e) => handle_redis_error(&process, &slot, &mut con, &mut client_id, e),
+        }
+    }
+
+    // Teardown: deregister (retrying briefly if Redis is down).
+    for attempt in 0..5 {
+        match worker::death(&mut con, &process.keys, &info) {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(
+                    "worker {name}: deregistering failed ({e}); attempt {}",
+                    attempt + 1
+                );
+                std::thread::sleep(Duration::from_millis(500));
+                if let Ok(c) = process.connector.connect(Duration::from_secs(10)) {
+                    con = c;
+                }
+            }
+        }
+    }
+    slot.registered.store(false, Ordering::SeqCst);
+    info!("worker {name} stopped");
+    true
+}
+
+/// The function name for log lines, from the job's `description` (`func(args...)`).
+fn func_from_description(fields: &std::collections::HashMap<String, Vec<u8>>) -> String {
+    let d = fields
+        .get("description")
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default();
+    d.split('(').next().unwrap_or_default().to_string()
+}
+
+fn rotate_after(queues: &mut [String], served: &str) {
+    if let Some(i) = queues.iter().position(|q| q == served) {
+        queues[i..].rotate_left(1);
+    }
+}
+
+fn handle_redis_error(
+    process: &Process,
+    slot: &SlotShared,
+    con: &mut redis::Connection,
+    client_id: &mut i64,
+    e: redis::RedisError,
+) {
+    let name = &slot.info.name;
+    if is_connection_error(&e) {
+        warn!("worker {name}: lost Redis connection ({e}); reconnecting");
+        let read_timeout = process.config.dequeue_timeout() + Duration::from_secs(30);
+        if let Ok(c) =
+            process
+                .connector
+                .connect_retrying(read_timeout, &process.shutdown, Phase::Warm, name)
+        {
+            *con = c;
+            *client_id = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
+            let _ = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query::<()>(con);
+        }
+    } else {
+        error!("worker {name}: Redis error ({e}); retrying in 1s");
+        process.shutdown.sleep(Duration::from_secs(1), Phase::Warm);
+    }
+}
+
+/// Execute one started job and record its outcome.
+fn run_job(
+    process: &Arc<Process>,
+    slot: &Arc<SlotShared>,
+    executor: &mut Executor,
+    con: &mut redis::Connection,
+    s: Started,
+    execution_id: String,
+) {
+    let name = slot.info.name.clone();
+    let started_f = Timestamp::now().epoch_f();
+    let started_at = Instant::now();
+    // Drain controls meant for an earlier job.
+    while slot.control_rx.try_recv().is_ok() {}
+
+    let record = JobRecord::from_fields(&s.job_id, s.fields.clone(), &s.queue);
+    let origin = record
+        .as_ref()
+        .map(|r| r.origin.clone())
+        .unwrap_or_else(|_| s.queue.clone());
+    let timeout = record.as_ref().ok().and_then(|r| r.timeout);
+    slot.set_running(Some(Running {
+        job_id: s.job_id.clone(),
+        execution_id: execution_id.clone(),
+        member: s.member.clone(),
+        origin: origin.clone(),
+        started: started_at,
+        timeout,
+    }));
+
+    let decided = match record {
+        Err(e) => fail_text(&s.job_id, "ValueError", &format!("malformed job hash: {e}")),
+        Ok(record) => execute(process, slot, executor, &record, &origin),
+    };
+
+    let func_for_log = func_from_description(&s.fields);
+    let tag = JobTag {
+        job_id: &s.job_id,
+        func: &func_for_log,
+        queue: &origin,
+        worker: &name,
+    };
+    let ended_f = if decided.outcome == Outcome::Stopped {
+        String::new()
+    } else {
+        Timestamp::now().epoch_f()
+    };
+    let elapsed = started_at.elapsed();
+    let finish = Finish {
+        job_id: &s.job_id,
+        origin: &origin,
+        worker: &name,
+        execution_id: &execution_id,
+        member: &s.member,
+        outcome: decided.outcome,
+        started_f,
+        ended_f,
+        return_value: decided.return_value,
+        exc_string: decided.exc_string,
+        default_result_ttl: process.config.results_ttl,
+        working_time_secs: elapsed.as_secs_f64(),
+        worker_ttl: process.idle_ttl(),
+    };
+    // The outcome is kept until Redis takes it: an outage delays the write, it never loses it.
+    let mut delay = Duration::from_millis(100);
+    let recorded = loop {
+        match scripts::finish(con, &process.keys, &finish) {
+            Ok(r) => break Some(r),
+            Err(e) if is_connection_error(&e) => {
+                warn!(
+                    "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+                if let Ok(c) = process
+                    .connector
+                    .connect(process.config.dequeue_timeout() + Duration::from_secs(30))
+                {
+                    *con = c;
+                    let _ = redis::cmd("CLIENT")
+                        .arg("SETNAME")
+                        .arg(&name)
+                        .query::<()>(con);
+                }
+            }
+            Err(e) => {
+                error!("{tag} recording the outcome failed: {e}");
+                break None;
+            }
+        }
+    };
+    slot.set_running(None);
+    slot.beat();
+    process.job_done();
+    if let Some(raw) = s.fields.get("webhooks") {
+        let status = match recorded {
+            Some(Recorded::Finished) => Some("finished"),
+            Some(Recorded::Failed) => Some("failed"),
+            _ => None,
+        };
+        if let Some(status) = status {
+            let iso = |v: &[u8]| {
+                crate::rq::time::parse_iso(&String::from_utf8_lossy(v))
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+            };
+            webhooks::send(
+                raw,
+                webhooks::Event {
+                    job_id: s.job_id.clone(),
+                    func_name: func_for_log.clone(),
+                    status,
+                    enqueued_at: s.fields.get("enqueued_at").and_then(|v| iso(v)),
+                    ended_at: iso(Timestamp::now().iso().as_bytes()),
+                    exc_info: (status == "failed")
+                        .then(|| codec::decode_exc_string(&finish.exc_string).ok())
+                        .flatten(),
+                },
+            );
+        }
+    }
+    let ms = elapsed.as_millis();
+    match recorded {
+        Some(Recorded::Finished) => info!("{tag} status=finished elapsed_ms={ms}"),
+        Some(Recorded::Retried) => info!("{tag} status=queued retry=immediate elapsed_ms={ms}"),
+        Some(Recorded::Scheduled(secs)) => {
+            info!("{tag} status=scheduled retry_in_s={secs} elapsed_ms={ms}")
+        }
+        Some(Recorded::Gone) => info!("{tag} status=deleted-while-running elapsed_ms={ms}"),
+        Some(Recorded::Failed) | Some(Recorded::Stopped) => {
+            info!("{tag} status={} elapsed_ms={ms}", decided.status_word)
+        }
+        None => {}
+    }
+}
+
+fn fail_text(job_id: &str, exc_type: &str, message: &str) -> Decided {
+    debug!("job {job_id}: {exc_type}: {message}");
+    Decided {
+        outcome: Outcome::Failed { allow_retry: true },
+        return_value: String::new(),
+        exc_string: codec::encode_exc_string(&failure::traceback("<rq-worker>", exc_type, message)),
+        status_word: "failed",
+    }
+}
+
+/// Decode, resolve and run the job on the job thread; decide its outcome.
+fn execute(
+    process: &Arc<Process>,
+    slot: &Arc<SlotShared>,
+    executor: &mut Executor,
+    record: &JobRecord,
+    origin: &str,
+) -> Decided {
+    let Some(data) = record.data.as_deref() else {
+        return fail_text(
+            &record.id,
+            "rq.exceptions.DeserializationError",
+            "job hash has no 'data' field",
+        );
+    };
+    let payload: Payload = match codec::decode_payload(data, process.serializer) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail_text(
+                &record.id,
+                "rq.exceptions.DeserializationError",
+                &format!("cannot decode job payload: {e}"),
+            );
+        }
+    };
+    let func = payload.func_name.clone();
+    if process.layout == Layout::V2 && record.id.contains(':') {
+        return fail_text(
+            &record.id,
+            "ValueError",
+            "job ids containing ':' cannot be tracked in the rq 2.x started registry; run rq-worker with --rq-version compat",
+        );
+    }
+    let fail = |exc: &str| Decided {
+        outcome: Outcome::Failed { allow_retry: true },
+        return_value: String::new(),
+        exc_string: codec::encode_exc_string(exc),
+        status_word: "failed",
+    };
+    if payload.instance != PyValue::None {
+        return fail(&failure::traceback(
+            &func,
+            "TypeError",
+            &format!(
+                "rq-worker cannot call '{func}' on a pickled Python {} instance; enqueue a plain function by name",
+                payload.instance.type_name()
+            ),
+        ));
+    }
+    if !record.callbacks.is_empty() {
+        warn!(
+            "job {}: Python callbacks {:?} cannot run in rq-worker and are ignored",
+            record.id, record.callbacks
+        );
+    }
+    let Some(handler) = process.registry.get(&func) else {
+        return fail(&failure::exc_text(&func, &process.registry.unknown(&func)));
+    };
+
+    let cancel = CancelToken::new();
+    let deadline = record
+        .timeout
+        .map(|t| Instant::now() + Duration::from_secs(t.max(0) as u64));
+    let hooks = RedisHooks::new(process.clone(), record.id.clone());
+    let (job_id, worker_name, queue, func_c, cancel_c) = (
+        record.id.clone(),
+        slot.info.name.clone(),
+        origin.to_string(),
+        func.clone(),
+        cancel.clone(),
+    );
+    let args = Args::new(&func, payload.args, payload.kwargs);
+    let rx = executor.submit(move || {
+        let ctx = JobContext {
+            job_id: &job_id,
+            func_name: &func_c,
+            queue: &queue,
+            worker_name: &worker_name,
+            cancel: &cancel_c,
+            deadline,
+            hooks: &hooks,
+        };
+        handler.call(&ctx, args)
+    });
+    let shutdown = process.shutdown.clone();
+    let waited = executor.wait(
+        &rx,
+        WaitFor {
+            control: &slot.control_rx,
+            job_id: &record.id,
+            cancel: &cancel,
+            deadline,
+            grace: Duration::from_secs(2),
+            is_cold: &|| shutdown.phase() >= Phase::Cold,
+        },
+    );
+    match waited {
+        Waited::Done(Ok(Ok(value))) => {
+            let return_value = if value == PyValue::None {
+                String::new()
+            } else {
+                codec::encode_return_value(&value, process.serializer)
+            };
+            Decided {
+                outcome: Outcome::Finished,
+                return_value,
+                exc_string: String::new(),
+                status_word: "finished",
+            }
+        }
+        Waited::Done(Ok(Err(JobError::Cancelled(reason)))) => {
+            interrupted(record, &func, reason, &slot.info.name)
+        }
+        Waited::Done(Ok(Err(e))) => fail(&failure::exc_text(&func, &e)),
+        Waited::Done(Err(panic)) => fail(&failure::traceback(
+            &func,
+            "SystemError",
+            &format!("rq-worker job handler panicked: {panic}"),
+        )),
+        Waited::Interrupted { reason } => interrupted(record, &func, reason, &slot.info.name),
+    }
+}
+
+fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &str) -> Decided {
+    let text = |t: &str, m: &str| codec::encode_exc_string(&failure::traceback(func, t, m));
+    match reason {
+        CancelReason::Timeout => Decided {
+            outcome: Outcome::Failed { allow_retry: true },
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string(&failure::exc_text(
+                func,
+                &JobError::Timeout {
+                    seconds: record.timeout.unwrap_or(0),
+                },
+            )),
+            status_word: "failed",
+        },
+        CancelReason::StopJob => Decided {
+            outcome: Outcome::Stopped,
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string("Job stopped by user, work-horse terminated."),
+            status_word: "stopped",
+        },
+        CancelReason::KillHorse => Decided {
+            outcome: Outcome::Failed { allow_retry: true },
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string(
+                "Work-horse terminated unexpectedly; rq-worker abandoned the job thread on a kill-horse command",
+            ),
+            status_word: "failed",
+        },
+        CancelReason::ColdShutdown => Decided {
+            outcome: Outcome::Failed { allow_retry: true },
+            return_value: String::new(),
+            exc_string: text(
+                "rq.exceptions.ShutDownImminentException",
+                &format!("job interrupted by a cold shutdown of worker {worker}"),
+            ),
+            status_word: "failed",
+        },
+    }
+}

@@ -1,0 +1,135 @@
+//! Helpers for the Rust integration tests: a private redis-server on a free loopback port (never
+//! the shared one), and running the `rq-worker` binary against it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A redis-server owned by one test; killed on drop.
+pub struct TestRedis {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl TestRedis {
+    /// Start redis-server; panics (failing the test loudly) if it cannot.
+    pub fn start() -> TestRedis {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("rqw-test-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Self::spawn(port, &dir);
+        let r = TestRedis { port, child, dir };
+        r.wait_ready();
+        r
+    }
+
+    /// redis-server with an fsync-always append-only file, so it can be killed and restarted
+    /// with its data (outage tests).
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for the integration tests")
+    }
+
+    /// Kill the server hard (SIGKILL), as an outage would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = self.client().get_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("client")
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        self.client().get_connection().expect("connection")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rq-worker")
+}
+
+/// Run `rq-worker --burst` with `args` against `redis`; returns its output.
+pub fn burst(redis: &TestRedis, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--url")
+        .arg(redis.url())
+        .arg("--burst")
+        .args(args)
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .output()
+        .expect("run rq-worker")
+}
+
+/// Poll `f` until it returns true or `secs` pass.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

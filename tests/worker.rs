@@ -1,0 +1,356 @@
+//! Integration tests of the worker against a real redis-server it starts itself: the Redis state
+//! left behind, hostile job hashes that must fail one job and never the worker, and the
+//! round-trip budget of the happy path. Python-client compatibility is `compat-tests/`'s job.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{TestRedis, burst, wait_for};
+use redis::Commands;
+use rq_worker::rq::codec::{self, Serializer};
+use rq_worker::rq::enqueue::{self, Enqueue};
+use rq_worker::rq::keys::Keys;
+use rq_worker::rq::value::PyValue;
+
+fn enqueue(con: &mut redis::Connection, queue: &str, func: &str, args: Vec<PyValue>) -> String {
+    enqueue::enqueue(
+        con,
+        &Keys::new("rq"),
+        Enqueue {
+            queue,
+            func_name: func,
+            args,
+            kwargs: vec![],
+            timeout: None,
+            result_ttl: None,
+            failure_ttl: None,
+            serializer: Serializer::Pickle,
+        },
+    )
+    .expect("enqueue")
+}
+
+fn status(con: &mut redis::Connection, id: &str) -> Option<String> {
+    con.hget(format!("rq:job:{id}"), "status").expect("hget")
+}
+
+/// The newest results-stream entry as field → value.
+fn latest_result(con: &mut redis::Connection, id: &str) -> HashMap<String, String> {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg(format!("rq:results:{id}"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)
+        .expect("xrevrange");
+    let mut out = HashMap::new();
+    if let redis::Value::Array(entries) = reply {
+        if let Some(redis::Value::Array(entry)) = entries.first() {
+            if let Some(redis::Value::Array(fields)) = entry.get(1) {
+                for pair in fields.chunks(2) {
+                    if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
+                        out.insert(
+                            String::from_utf8_lossy(k).into(),
+                            String::from_utf8_lossy(v).into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn exc_last_line(con: &mut redis::Connection, id: &str) -> String {
+    let r = latest_result(con, id);
+    let text = codec::decode_exc_string(r.get("exc_string").map(String::as_str).unwrap_or(""))
+        .unwrap_or_default();
+    text.lines().last().unwrap_or_default().to_string()
+}
+
+#[test]
+fn success_writes_rq_state() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(2), PyValue::Int(3)],
+    );
+    let out = burst(&redis, &["--name", "w1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+    let r = latest_result(&mut con, &id);
+    assert_eq!(r.get("type").map(String::as_str), Some("1"));
+    assert_eq!(r.get("worker_name").map(String::as_str), Some("w1"));
+    let rv =
+        codec::decode_return_value(&r["return_value"], Serializer::Pickle).expect("return value");
+    assert_eq!(rv, PyValue::Int(5));
+    let score: Option<f64> = con.zscore("rq:finished:default", &id).unwrap();
+    assert!(score.is_some(), "in the finished registry");
+    let ttl: i64 = con.ttl(format!("rq:job:{id}")).unwrap();
+    assert!(
+        ttl > 400 && ttl <= 500,
+        "job key expires after result_ttl, got {ttl}"
+    );
+    let wip: i64 = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(wip, 0, "nothing left started");
+    let inter: i64 = con.llen("rq:queue:default:intermediate").unwrap();
+    assert_eq!(inter, 0, "intermediate list empty");
+    // The worker is dead and deregistered, with its counters.
+    let members: Vec<String> = con.smembers("rq:workers").unwrap();
+    assert!(members.is_empty(), "{members:?}");
+    let w: HashMap<String, String> = con.hgetall("rq:worker:w1").unwrap();
+    assert_eq!(w.get("successful_job_count").map(String::as_str), Some("1"));
+    assert!(w.contains_key("death"));
+    assert!(!w.contains_key("current_job"));
+}
+
+#[test]
+fn hostile_job_hashes_fail_that_job_only() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "hostile";
+    let mut push = |id: &str, fields: &[(&str, &[u8])]| {
+        let key = format!("rq:job:{id}");
+        for (k, v) in fields {
+            let _: () = con.hset(&key, *k, *v).unwrap();
+        }
+        let _: () = con.rpush(format!("rq:queue:{q}"), id).unwrap();
+    };
+    push(
+        "garbage-data",
+        &[
+            ("data", b"\x00\x01not zlib nor pickle"),
+            ("origin", b"hostile"),
+            ("status", b"queued"),
+        ],
+    );
+    push("no-data", &[("origin", b"hostile"), ("status", b"queued")]);
+    push(
+        "bad-timeout",
+        &[
+            ("data", b"x"),
+            ("origin", b"hostile"),
+            ("timeout", b"1h"),
+            ("status", b"queued"),
+        ],
+    );
+    let pickled_class = codec::zlib_compress(b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x02id\x94\x85\x94R\x94.");
+    push(
+        "evil-pickle",
+        &[
+            ("data", &pickled_class),
+            ("origin", b"hostile"),
+            ("status", b"queued"),
+        ],
+    );
+    let mut con = redis.con();
+    let _: () = con.rpush(format!("rq:queue:{q}"), "dangling-id").unwrap();
+    let good = enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
+
+    let out = burst(&redis, &[q]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in ["garbage-data", "no-data", "bad-timeout", "evil-pickle"] {
+        assert_eq!(status(&mut con, id).as_deref(), Some("failed"), "{id}");
+        let score: Option<f64> = con.zscore(format!("rq:failed:{q}"), id).unwrap();
+        assert!(score.is_some(), "{id} in the failed registry");
+        assert!(
+            !exc_last_line(&mut con, id).is_empty(),
+            "{id} has a readable exc_string"
+        );
+    }
+    assert!(
+        exc_last_line(&mut con, "evil-pickle").contains("os"),
+        "names the refused global"
+    );
+    assert_eq!(status(&mut con, &good).as_deref(), Some("finished"));
+    let inter: i64 = con.llen(format!("rq:queue:{q}:intermediate")).unwrap();
+    assert_eq!(
+        inter, 0,
+        "the dangling id was dropped from the intermediate list"
+    );
+}
+
+#[test]
+fn dependents_are_released_in_the_same_step() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let parent = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    // A deferred child written the way Python's enqueue(depends_on=...) writes it.
+    let child = "child-1";
+    let _: () = con
+        .hset_multiple(
+            format!("rq:job:{child}"),
+            &[
+                (
+                    "data",
+                    codec::zlib_compress(&rq_worker::rq::pickle::dumps(&PyValue::Tuple(vec![
+                        PyValue::Str("rq_worker.diag.noop".into()),
+                        PyValue::None,
+                        PyValue::Tuple(vec![]),
+                        PyValue::Dict(vec![]),
+                    ]))),
+                ),
+                ("origin", b"default".to_vec()),
+                ("status", b"deferred".to_vec()),
+                ("dependency_id", parent.clone().into_bytes()),
+                ("dependency_ids", format!("[\"{parent}\"]").into_bytes()),
+            ],
+        )
+        .unwrap();
+    let _: () = con
+        .sadd(format!("rq:job:{parent}:dependents"), child)
+        .unwrap();
+    let _: () = con
+        .sadd(format!("rq:job::{child}:dependencies"), &parent)
+        .unwrap();
+    let _: () = con.zadd("rq:deferred:default", child, 1).unwrap();
+
+    let out = burst(&redis, &[]);
+    assert!(out.status.success());
+    assert_eq!(status(&mut con, &parent).as_deref(), Some("finished"));
+    assert_eq!(status(&mut con, child).as_deref(), Some("finished"));
+    let deferred: i64 = con.zcard("rq:deferred:default").unwrap();
+    assert_eq!(deferred, 0);
+}
+
+#[test]
+fn warm_shutdown_finishes_the_running_job() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.sleep",
+        vec![PyValue::Float(1.5)],
+    );
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--url", &redis.url(), "--name", "warm"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let code = child.wait().expect("wait");
+    assert!(code.success());
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+    let w: HashMap<String, String> = con.hgetall("rq:worker:warm").unwrap();
+    assert!(
+        w.contains_key("shutdown_requested_date") && w.contains_key("death"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn webhooks_are_posted_on_terminal_status() {
+    use std::io::{Read, Write};
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.fail",
+        vec![PyValue::Str("x".into())],
+    );
+    let hooks = format!(
+        r#"[{{"url": "http://127.0.0.1:{port}/hook", "job_status": "failed", "method": "POST", "headers": {{"X-Token": "t"}}, "timeout": 5}}]"#
+    );
+    let _: () = con.hset(format!("rq:job:{id}"), "webhooks", hooks).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(h) = text.find("\r\n\r\n") {
+                let len = text[..h]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= h + 4 + len {
+                    break;
+                }
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    let out = burst(&redis, &[]);
+    assert!(out.status.success());
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /hook"), "{request}");
+    assert!(request.to_ascii_lowercase().contains("x-token: t"));
+    assert!(
+        request.contains(&format!("\"job_id\":\"{id}\"")),
+        "{request}"
+    );
+    assert!(request.contains("\"status\":\"failed\""));
+    assert!(request.contains("RuntimeError: x"));
+}
+
+#[test]
+fn redis_outage_mid_job_loses_nothing() {
+    let mut redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.sleep",
+        vec![PyValue::Float(2.0)],
+    );
+    let after = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(1)],
+    );
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--url", &redis.url(), "--name", "outage", "--max-jobs", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
+    redis.kill();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    redis.restart();
+    let mut con = redis.con();
+    assert!(
+        wait_for(60, || status(&mut con, &after).as_deref()
+            == Some("finished")),
+        "the worker reconnected and went on"
+    );
+    assert_eq!(
+        status(&mut con, &id).as_deref(),
+        Some("finished"),
+        "the outcome held during the outage was written"
+    );
+    let code = child.wait().expect("wait");
+    assert!(code.success());
+}
