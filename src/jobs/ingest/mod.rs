@@ -240,9 +240,6 @@ impl IngestError {
         };
         match self {
             IngestError::Db { source, .. } => JobError::with_source(exc_type, message, source),
-            IngestError::Pool(PgError::Pool(source)) => {
-                JobError::with_source(exc_type, message, source)
-            }
             _ => JobError::failed(exc_type, message),
         }
     }
