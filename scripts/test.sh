@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# THE test command of rq-worker (README "Tests"; .ci/run calls exactly this).
+#
+#   1. builds the Python venvs the tests drive (.venvs/rq1.16, rq2.12 + rq-dashboard, rq3.0; cached)
+#   2. builds the worker (cargo build) and runs every Rust test (cargo test)
+#   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
+#      private redis-server (loopback, free port)
+#   4. runs ingest-tests/ when that directory exists
+# and exits non-zero if anything failed. The last line is "summary: N passed, N failed, N skipped".
+#
+# Options (environment):
+#   RQ_VERSIONS="rq1.16 rq2.12 rq3.0"  which rq venvs to run the compat suite with
+#   COMPAT_WORKER=python               validate the compat suite against the real Python `rq worker`
+#                                      of each version instead of rq-worker (skips nothing else)
+#   PYTEST_ARGS="-k retry -x"          extra pytest arguments for the Python suites
+#   SKIP_CARGO_TEST=1                  skip `cargo test` (the worker is still built)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+START=$(date +%s)
+RQ_VERSIONS="${RQ_VERSIONS:-rq1.16 rq2.12 rq3.0}"
+COMPAT_WORKER="${COMPAT_WORKER:-rust}"
+LOGDIR="$ROOT/target/test-logs"
+mkdir -p "$LOGDIR"
+
+PASSED=0; FAILED=0; SKIPPED=0
+FAILURES=()
+
+note() { printf '\n==== %s\n' "$*"; }
+fail_step() { FAILURES+=("$1"); }
+
+# Add a pytest run's counts (from its closing line) to the totals.
+count_pytest() {
+    local line
+    line="$(grep -E '^=+ .*(passed|failed|error|skipped|xfailed|no tests ran).* in [0-9.]+s' "$1" | tail -1)"
+    local n
+    for kind in passed failed error errors skipped xfailed xpassed; do
+        n="$(grep -oE "[0-9]+ $kind\b" <<<"$line" | grep -oE '^[0-9]+' || true)"
+        [ -n "$n" ] || continue
+        case $kind in
+            passed|xfailed) PASSED=$((PASSED + n)) ;;
+            failed|error|errors|xpassed) FAILED=$((FAILED + n)) ;;
+            skipped) SKIPPED=$((SKIPPED + n)) ;;
+        esac
+    done
+}
+
+# Run one pytest suite with a given venv; pytest's exit 5 (no tests collected) is not a failure.
+run_pytest() {
+    local label="$1" venv="$2"; shift 2
+    local log="$LOGDIR/pytest-$label.log"
+    note "pytest $label ($venv)"
+    timeout --kill-after=30 2400 "$ROOT/.venvs/$venv/bin/python" -m pytest -p no:cacheprovider -rfEsxX \
+        ${PYTEST_ARGS:-} "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    count_pytest "$log"
+    case $rc in
+        0) ;;
+        5) echo "test.sh: $label collected no tests (pytest exit 5): not counted as a failure" ;;
+        *) echo "test.sh: $label FAILED (pytest exit $rc)"; fail_step "$label"
+           grep -qE '^=+ .* in [0-9.]+s' "$log" || FAILED=$((FAILED + 1)) ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------------------------
+note "prerequisites"
+if ! command -v redis-server >/dev/null; then
+    echo "test.sh: redis-server not found; installing Debian's redis-server"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+        || { echo "test.sh: cannot install redis-server" >&2; exit 1; }
+fi
+redis-server --version
+
+note "python venvs"
+# shellcheck disable=SC2086
+ENVS="$RQ_VERSIONS"
+[ -d ingest-tests ] && [ -f python-fixtures/requirements-ingest.txt ] && ENVS="$ENVS ingest"
+# shellcheck disable=SC2086
+if ! scripts/python-envs.sh $ENVS; then
+    echo "test.sh: could not build the Python venvs" >&2
+    exit 1
+fi
+
+note "cargo build"
+cargo build 2>&1 | tee "$LOGDIR/cargo-build.log" | tail -3
+rc=${PIPESTATUS[0]}
+if [ "$rc" != 0 ] || [ ! -x target/debug/rq-worker ]; then
+    tail -60 "$LOGDIR/cargo-build.log"
+    echo "test.sh: cargo build FAILED (exit $rc)" >&2
+    echo "summary: 0 passed, 1 failed"
+    exit 1
+fi
+export RQ_WORKER_BIN="${RQ_WORKER_BIN:-$ROOT/target/debug/rq-worker}"
+
+if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
+    note "cargo test"
+    cargo test 2>&1 | tee "$LOGDIR/cargo-test.log"
+    rc=${PIPESTATUS[0]}
+    while read -r p f ig; do
+        PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + ig))
+    done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' \
+             "$LOGDIR/cargo-test.log")
+    if [ "$rc" != 0 ]; then
+        echo "test.sh: cargo test FAILED (exit $rc)"; fail_step "cargo test"
+        grep -q '^test result:' "$LOGDIR/cargo-test.log" || FAILED=$((FAILED + 1))
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# compat-tests: once per rq venv; the venv's rq is the client under test.
+for v in $RQ_VERSIONS; do
+    run_pytest "compat-$v" "$v" compat-tests --worker "$COMPAT_WORKER"
+done
+
+# ---------------------------------------------------------------------------------------------
+# ingest-tests (owned by the ingestion work): run when the directory exists, with
+# .venvs/ingest when python-fixtures/requirements-ingest.txt exists, else with the rq 1.16 venv
+# (the platform's production pin). RQ_WORKER_BIN points at the freshly built worker.
+if [ -d ingest-tests ]; then
+    if [ -f python-fixtures/requirements-ingest.txt ]; then ingest_venv=ingest; else ingest_venv=rq1.16; fi
+    scripts/python-envs.sh "$ingest_venv" >/dev/null || { echo "test.sh: venv $ingest_venv failed"; fail_step venv; }
+    run_pytest "ingest" "$ingest_venv" ingest-tests
+fi
+
+# ---------------------------------------------------------------------------------------------
+END=$(date +%s)
+note "done in $((END - START)) s; logs in $LOGDIR"
+if [ ${#FAILURES[@]} -gt 0 ]; then
+    echo "test.sh: FAILED steps: ${FAILURES[*]}"
+    [ "$FAILED" -gt 0 ] || FAILED=1
+    echo "summary: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+    exit 1
+fi
+echo "summary: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+exit 0
