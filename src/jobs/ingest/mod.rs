@@ -226,6 +226,9 @@ impl IngestError {
             IngestError::Storage(StorageError::Transport { .. }) => "httpx.TransportError",
             IngestError::Storage(StorageError::Cancelled) => "rq_worker.JobCancelled",
             IngestError::Storage(_) => "ValueError",
+            IngestError::Pdf(pdf_text::PdfTextError(crate::pdf::PdfError::Encrypted)) => {
+                "pypdf.errors.FileNotDecryptedError"
+            }
             IngestError::Pdf(_) => "pypdf.errors.PdfReadError",
             IngestError::Embeddings(e) => e.python_type(),
             IngestError::Budget { .. } => "app.core.errors.BudgetExceededError",
