@@ -1,1 +1,342 @@
 //! PDF text extraction: bytes in, per-page text out (issue 3). No Redis or database knowledge.
+//!
+//! [`extract`] is the one entry point: it loads a document with lopdf (object/xref streams, broken
+//! xref reconstruction, incremental updates and empty-password decryption are lopdf's), then
+//! interprets each page's content for text with our own fonts, CMaps and layout. [`page_count`]
+//! reads the page count cheaply. Any panic inside becomes [`PdfError::Panic`]; limits bound memory
+//! and time on hostile files. `rq-worker pdf-text` lives in [`cli`].
+
+pub mod cli;
+mod cmap;
+mod content;
+mod encoding;
+mod font;
+mod layout;
+mod tables;
+mod util;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lopdf::{Dictionary, Document as LoDocument, LoadOptions, Object, ObjectId};
+use unicode_normalization::UnicodeNormalization;
+
+pub use layout::LayoutParams;
+
+use content::{FontCache, Interpreter};
+use layout::PageLayout;
+use util::{Budget, deref, dict_of, num_of, stream_bytes};
+
+/// How extracted text is normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Normalization {
+    /// Text exactly as the fonts map it.
+    None,
+    /// NFKC on ligatures and presentation forms only (`ﬁ` → `fi`, Arabic forms → letters),
+    /// like pdftotext. The default.
+    #[default]
+    PresentationForms,
+    /// NFKC on all text (also full-width forms, superscripts, ...), best for search.
+    Nfkc,
+}
+
+/// Options and limits of one extraction. `Default` suits untrusted uploads.
+#[derive(Clone)]
+pub struct ExtractOptions {
+    /// Only these pages (1-based, inclusive range); `None` = all.
+    pub pages: Option<(u32, u32)>,
+    pub normalization: Normalization,
+    pub layout: LayoutParams,
+    /// Max decompressed bytes of any one stream (content, font, CMap, object stream).
+    pub max_stream_bytes: usize,
+    /// Max decompressed bytes of content/font/CMap streams over the whole document.
+    pub max_document_bytes: usize,
+    /// Max content operators interpreted per page (forms included).
+    pub max_ops_per_page: usize,
+    /// Max nesting of form XObjects.
+    pub max_xobject_depth: usize,
+    /// Max bytes of text per page (more is dropped).
+    pub max_page_text_bytes: usize,
+    /// Time budget for the whole extraction, checked cooperatively.
+    pub time_limit: Option<Duration>,
+    /// Absolute deadline, checked cooperatively (e.g. the job's own timeout).
+    pub deadline: Option<Instant>,
+    /// Polled cooperatively; returning `true` stops the extraction with [`PdfError::Cancelled`].
+    pub cancel: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            pages: None,
+            normalization: Normalization::default(),
+            layout: LayoutParams::default(),
+            max_stream_bytes: 64 << 20,
+            max_document_bytes: 1 << 30,
+            max_ops_per_page: 2_000_000,
+            max_xobject_depth: 12,
+            max_page_text_bytes: 4 << 20,
+            time_limit: Some(Duration::from_secs(300)),
+            deadline: None,
+            cancel: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExtractOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtractOptions")
+            .field("pages", &self.pages)
+            .field("normalization", &self.normalization)
+            .field("max_stream_bytes", &self.max_stream_bytes)
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("max_ops_per_page", &self.max_ops_per_page)
+            .field("max_xobject_depth", &self.max_xobject_depth)
+            .field("time_limit", &self.time_limit)
+            .field("deadline", &self.deadline)
+            .field("cancel", &self.cancel.as_ref().map(|_| "fn"))
+            .finish()
+    }
+}
+
+/// The text of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Text per page (of the requested range), each line ending with `\n`.
+    pub pages: Vec<String>,
+    /// Pages in the document.
+    pub page_count: u32,
+    /// The file was encrypted (and opened with the empty user password).
+    pub encrypted: bool,
+    /// `/Producer` from the Info dictionary.
+    pub producer: Option<String>,
+}
+
+impl Document {
+    /// Pages joined like pdftotext: each page followed by a form feed.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for p in &self.pages {
+            s.push_str(p);
+            s.push('\x0c');
+        }
+        s
+    }
+}
+
+/// Why a document yields no text.
+#[derive(Debug, thiserror::Error)]
+pub enum PdfError {
+    /// Not a PDF lopdf could read (even after xref reconstruction).
+    #[error("unreadable PDF: {0}")]
+    Parse(String),
+    /// Encrypted with a non-empty user password (or an unsupported handler).
+    #[error("encrypted PDF needs a password")]
+    Encrypted,
+    /// A limit in [`ExtractOptions`] was hit.
+    #[error("PDF limit exceeded: {0}")]
+    LimitExceeded(&'static str),
+    /// The time limit or deadline passed.
+    #[error("PDF extraction timed out")]
+    Timeout,
+    /// The cancel callback asked to stop.
+    #[error("PDF extraction cancelled")]
+    Cancelled,
+    /// The requested page does not exist.
+    #[error("page {0} out of range (document has {1} pages)")]
+    PageOutOfRange(u32, u32),
+    /// A bug (in lopdf or here) met on this file; the process carries on.
+    #[error("PDF parser panicked: {0}")]
+    Panic(String),
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, PdfError>) -> Result<T, PdfError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => Err(PdfError::Panic(panic_message(p))),
+    }
+}
+
+fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
+    let lo = LoadOptions {
+        max_decompressed_size: Some(opts.max_stream_bytes),
+        ..LoadOptions::default()
+    };
+    match LoDocument::load_mem_with_options(bytes, lo) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            let msg = e.to_string();
+            if matches!(
+                e,
+                lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_)
+            ) {
+                Err(PdfError::Encrypted)
+            } else {
+                Err(PdfError::Parse(msg))
+            }
+        }
+    }
+}
+
+/// Number of pages, read without interpreting any content (for a page-count check before
+/// [`extract`]).
+pub fn page_count(bytes: &[u8]) -> Result<u32, PdfError> {
+    guarded(|| match LoDocument::load_metadata_mem(bytes) {
+        Ok(m) if m.page_count > 0 => Ok(m.page_count),
+        _ => {
+            let doc = load(bytes, &ExtractOptions::default())?;
+            Ok(doc.get_pages().len() as u32)
+        }
+    })
+}
+
+/// Extract the text of every page (or `opts.pages`) of a PDF.
+pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Document, PdfError> {
+    guarded(|| extract_inner(bytes, opts))
+}
+
+fn info_string(doc: &LoDocument, key: &[u8]) -> Option<String> {
+    let info = doc
+        .trailer
+        .get(b"Info")
+        .ok()
+        .and_then(|o| dict_of(doc, o))?;
+    let v = deref(doc, info.get(key).ok()?);
+    lopdf::decode_text_string(v)
+        .ok()
+        .map(|s| s.trim_end_matches('\0').to_string())
+}
+
+/// An inheritable page attribute (Resources, MediaBox, Rotate): the page's or an ancestor's.
+fn inherited<'a>(doc: &'a LoDocument, page: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
+    let mut d = page;
+    for _ in 0..32 {
+        if let Ok(v) = d.get(key) {
+            return Some(v);
+        }
+        d = d.get(b"Parent").ok().and_then(|p| dict_of(doc, p))?;
+    }
+    None
+}
+
+fn extract_inner(bytes: &[u8], opts: &ExtractOptions) -> Result<Document, PdfError> {
+    let mut budget = Budget::new(opts);
+    let doc = load(bytes, opts)?;
+    budget.check_time()?;
+    let encrypted = doc.was_encrypted() || doc.is_encrypted();
+    if doc.is_encrypted() {
+        return Err(PdfError::Encrypted);
+    }
+    let producer = info_string(&doc, b"Producer").filter(|s| !s.is_empty());
+    let pages = doc.get_pages();
+    let page_count = pages.len() as u32;
+    let (first, last) = match opts.pages {
+        Some((a, b)) => {
+            if a == 0 || a > page_count {
+                return Err(PdfError::PageOutOfRange(a, page_count));
+            }
+            (a, b.min(page_count))
+        }
+        None => (1, page_count),
+    };
+    let mut fonts = FontCache::default();
+    let mut out = Vec::with_capacity((last + 1).saturating_sub(first) as usize);
+    for (&num, &id) in pages.range(first..=last) {
+        budget.check_time()?;
+        budget.check_bytes()?;
+        budget.ops = 0;
+        let _ = num;
+        let text = page_text(&doc, id, &mut budget, &mut fonts)?;
+        out.push(normalize(text, opts.normalization));
+    }
+    Ok(Document {
+        pages: out,
+        page_count,
+        encrypted,
+        producer,
+    })
+}
+
+fn page_text(
+    doc: &LoDocument,
+    id: ObjectId,
+    budget: &mut Budget<'_>,
+    fonts: &mut FontCache,
+) -> Result<String, PdfError> {
+    let max_text = budget.opts().max_page_text_bytes;
+    let layout = PageLayout::new(budget.opts().layout, max_text);
+    let Ok(page) = doc.get_dictionary(id) else {
+        return Ok(String::new());
+    };
+    let resources = inherited(doc, page, b"Resources").and_then(|r| dict_of(doc, r));
+    // Page contents: one stream or an array of streams, concatenated.
+    let mut data = Vec::new();
+    if let Ok(c) = page.get(b"Contents") {
+        match deref(doc, c) {
+            Object::Array(parts) => {
+                for p in parts {
+                    if let Some(d) = stream_bytes(doc, p, budget) {
+                        data.extend_from_slice(&d);
+                        data.push(b'\n');
+                    }
+                }
+            }
+            Object::Stream(_) => {
+                if let Some(d) = stream_bytes(doc, c, budget) {
+                    data = d;
+                }
+            }
+            _ => {}
+        }
+    }
+    budget.check_bytes()?;
+    // Rotation: start from a CTM that turns the page upright, so lines read left to right.
+    let rotate = inherited(doc, page, b"Rotate")
+        .and_then(|r| num_of(doc, r))
+        .unwrap_or(0.0) as i64;
+    let ctm = match rotate.rem_euclid(360) {
+        90 => [0.0, -1.0, 1.0, 0.0, 0.0, 0.0],
+        180 => [-1.0, 0.0, 0.0, -1.0, 0.0, 0.0],
+        270 => [0.0, 1.0, -1.0, 0.0, 0.0, 0.0],
+        _ => [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+    };
+    let mut interp = Interpreter::new(doc, budget, fonts, layout);
+    interp.run(&data, resources, ctm, 0)?;
+    Ok(interp.into_layout().finish())
+}
+
+fn is_presentation_form(c: char) -> bool {
+    matches!(c as u32, 0xFB00..=0xFDFF | 0xFE70..=0xFEFF)
+}
+
+fn normalize(text: String, n: Normalization) -> String {
+    match n {
+        Normalization::None => text,
+        Normalization::Nfkc => text.nfkc().collect(),
+        Normalization::PresentationForms => {
+            if !text.chars().any(is_presentation_form) {
+                return text;
+            }
+            let mut out = String::with_capacity(text.len());
+            for c in text.chars() {
+                if is_presentation_form(c) {
+                    out.extend(std::iter::once(c).nfkc());
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Generate src/pdf/data/<Ordering>.cid2uni: CID -> Unicode for the Adobe character collections
+(GB1, Japan1, CNS1, Korea1), used for CID fonts that come without a ToUnicode CMap.
+
+Source: Adobe's Adobe-<Ordering>-UCS2 CMaps (Copyright 1990-2020 Adobe, BSD-3-Clause), as shipped
+in Debian's poppler-data package (/usr/share/poppler/cMap/Adobe-*/Adobe-*-UCS2; `apt-get install
+poppler-data`). Output format: 3 bytes (big-endian Unicode scalar, 0 = none) per CID from 0.
+Usage: python3 bench/pdf_gen_cid2uni.py [CMAP_DIR]
+"""
+import os
+import re
+import sys
+
+src = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/poppler/cMap"
+out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src/pdf/data")
+os.makedirs(out_dir, exist_ok=True)
+hexre = re.compile(r"<([0-9a-fA-F]+)>")
+
+
+def scalar(h):
+    b = bytes.fromhex(h)
+    s = b.decode("utf-16-be", "replace")
+    return ord(s[0]) if s else 0
+
+
+for ordering in ["GB1", "Japan1", "CNS1", "Korea1"]:
+    path = os.path.join(src, f"Adobe-{ordering}", f"Adobe-{ordering}-UCS2")
+    text = open(path, encoding="latin-1").read()
+    m = {}
+    for block in re.findall(r"beginbfchar(.*?)endbfchar", text, re.S):
+        for line in block.strip().splitlines():
+            h = hexre.findall(line)
+            if len(h) == 2:
+                m[int(h[0], 16)] = scalar(h[1])
+    for block in re.findall(r"beginbfrange(.*?)endbfrange", text, re.S):
+        for line in block.strip().splitlines():
+            h = hexre.findall(line)
+            if len(h) == 3 and "[" not in line:
+                lo, hi, dst = int(h[0], 16), int(h[1], 16), scalar(h[2])
+                for i in range(hi - lo + 1):
+                    m[lo + i] = dst + i
+    n = max(m) + 1
+    data = bytearray(3 * n)
+    for cid, u in m.items():
+        if u == 0xFFFD:
+            continue
+        data[3 * cid:3 * cid + 3] = u.to_bytes(3, "big")
+    with open(os.path.join(out_dir, f"{ordering}.cid2uni"), "wb") as f:
+        f.write(bytes(data))
+    print(ordering, n, "CIDs", len(m), "mapped", file=sys.stderr)

@@ -1,0 +1,468 @@
+//! Content-stream interpreter for text: graphics state (CTM, q/Q), text state and matrices,
+//! text-showing operators (Tj, TJ, ', "), form XObjects (recursively, depth-limited) and marked
+//! content with `/ActualText`. Emits positioned glyphs to the page layout.
+//!
+//! Owns the PDF imaging model as far as text needs it; nothing about fonts' internals or lines.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use lopdf::content::Content;
+use lopdf::{Dictionary, Document, Object, ObjectId};
+
+use super::PdfError;
+use super::font::Font;
+use super::layout::{PageLayout, PlacedGlyph};
+use super::util::{Budget, deref, dict_of, name_of, stream_bytes};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Matrix([f32; 6]);
+
+impl Matrix {
+    const IDENTITY: Matrix = Matrix([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+
+    /// self × other (apply self first, then other).
+    fn mul(&self, o: &Matrix) -> Matrix {
+        let a = &self.0;
+        let b = &o.0;
+        Matrix([
+            a[0] * b[0] + a[1] * b[2],
+            a[0] * b[1] + a[1] * b[3],
+            a[2] * b[0] + a[3] * b[2],
+            a[2] * b[1] + a[3] * b[3],
+            a[4] * b[0] + a[5] * b[2] + b[4],
+            a[4] * b[1] + a[5] * b[3] + b[5],
+        ])
+    }
+
+    fn apply(&self, x: f32, y: f32) -> (f32, f32) {
+        let m = &self.0;
+        (x * m[0] + y * m[2] + m[4], x * m[1] + y * m[3] + m[5])
+    }
+
+    fn apply_vec(&self, x: f32, y: f32) -> (f32, f32) {
+        let m = &self.0;
+        (x * m[0] + y * m[2], x * m[1] + y * m[3])
+    }
+
+    fn translate(tx: f32, ty: f32) -> Matrix {
+        Matrix([1.0, 0.0, 0.0, 1.0, tx, ty])
+    }
+
+    fn from_operands(ops: &[Object]) -> Option<Matrix> {
+        if ops.len() < 6 {
+            return None;
+        }
+        let mut m = [0.0f32; 6];
+        for (i, o) in ops[..6].iter().enumerate() {
+            m[i] = num(o)?;
+        }
+        m.iter().all(|v| v.is_finite()).then_some(Matrix(m))
+    }
+}
+
+fn num(o: &Object) -> Option<f32> {
+    match o {
+        Object::Integer(i) => Some(*i as f32),
+        Object::Real(r) if r.is_finite() => Some(*r),
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+struct GState {
+    ctm: Matrix,
+    font: Option<Rc<Font>>,
+    size: f32,
+    char_spacing: f32,
+    word_spacing: f32,
+    hscale: f32,
+    leading: f32,
+    rise: f32,
+}
+
+impl GState {
+    fn new(ctm: Matrix) -> Self {
+        GState {
+            ctm,
+            font: None,
+            size: 0.0,
+            char_spacing: 0.0,
+            word_spacing: 0.0,
+            hscale: 1.0,
+            leading: 0.0,
+            rise: 0.0,
+        }
+    }
+}
+
+/// Fonts already prepared in this document, keyed by the address of their dictionary (stable
+/// while the document is borrowed).
+#[derive(Default)]
+pub struct FontCache {
+    fonts: HashMap<usize, Rc<Font>>,
+    fallback: Option<Rc<Font>>,
+}
+
+impl FontCache {
+    fn get(&mut self, doc: &Document, dict: &Dictionary, budget: &mut Budget<'_>) -> Rc<Font> {
+        let key = dict as *const Dictionary as usize;
+        if let Some(f) = self.fonts.get(&key) {
+            return f.clone();
+        }
+        let f = Rc::new(Font::load(doc, dict, budget));
+        self.fonts.insert(key, f.clone());
+        f
+    }
+
+    fn fallback(&mut self) -> Rc<Font> {
+        self.fallback
+            .get_or_insert_with(|| Rc::new(Font::fallback()))
+            .clone()
+    }
+}
+
+/// An open marked-content span carrying `/ActualText`.
+struct ActualText {
+    text: String,
+    /// Whether the replacement has been emitted (with the first glyph of the span).
+    emitted: bool,
+}
+
+/// Interprets the content of one page (and the forms it draws).
+pub struct Interpreter<'d, 'b, 'o> {
+    doc: &'d Document,
+    budget: &'b mut Budget<'o>,
+    fonts: &'b mut FontCache,
+    layout: PageLayout,
+    /// Form XObjects being drawn (cycle guard).
+    form_stack: Vec<ObjectId>,
+    /// Marked-content stack: `Some` for spans with ActualText.
+    marked: Vec<Option<ActualText>>,
+}
+
+impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
+    pub fn new(
+        doc: &'d Document,
+        budget: &'b mut Budget<'o>,
+        fonts: &'b mut FontCache,
+        layout: PageLayout,
+    ) -> Self {
+        Interpreter {
+            doc,
+            budget,
+            fonts,
+            layout,
+            form_stack: Vec::new(),
+            marked: Vec::new(),
+        }
+    }
+
+    pub fn into_layout(self) -> PageLayout {
+        self.layout
+    }
+
+    /// Run a content stream with the given resources and initial CTM.
+    pub fn run(
+        &mut self,
+        data: &[u8],
+        resources: Option<&'d Dictionary>,
+        ctm: [f32; 6],
+        depth: usize,
+    ) -> Result<(), PdfError> {
+        let mut gs = GState::new(Matrix(ctm));
+        let mut stack: Vec<GState> = Vec::new();
+        let mut tm = Matrix::IDENTITY;
+        let mut tlm = Matrix::IDENTITY;
+        let marked_base = self.marked.len();
+        for op in Content::decode_iter(data) {
+            let Ok(op) = op else { break };
+            self.budget.tick_op()?;
+            if self.layout.full() {
+                break;
+            }
+            let ops = &op.operands;
+            match op.operator.as_str() {
+                "q" if stack.len() < 256 => stack.push(gs.clone()),
+                "q" => {}
+                "Q" => {
+                    if let Some(s) = stack.pop() {
+                        gs = s;
+                    }
+                }
+                "cm" => {
+                    if let Some(m) = Matrix::from_operands(ops) {
+                        gs.ctm = m.mul(&gs.ctm);
+                    }
+                }
+                "BT" => {
+                    tm = Matrix::IDENTITY;
+                    tlm = Matrix::IDENTITY;
+                }
+                "ET" => {}
+                "Tc" => gs.char_spacing = ops.first().and_then(num).unwrap_or(0.0),
+                "Tw" => gs.word_spacing = ops.first().and_then(num).unwrap_or(0.0),
+                "Tz" => gs.hscale = ops.first().and_then(num).unwrap_or(100.0) / 100.0,
+                "TL" => gs.leading = ops.first().and_then(num).unwrap_or(0.0),
+                "Ts" => gs.rise = ops.first().and_then(num).unwrap_or(0.0),
+                "Tf" => {
+                    if let (Some(Object::Name(name)), Some(size)) =
+                        (ops.first(), ops.get(1).and_then(num))
+                    {
+                        gs.size = size;
+                        gs.font = Some(self.lookup_font(resources, name));
+                    }
+                }
+                "Td" | "TD" => {
+                    let tx = ops.first().and_then(num).unwrap_or(0.0);
+                    let ty = ops.get(1).and_then(num).unwrap_or(0.0);
+                    if op.operator == "TD" {
+                        gs.leading = -ty;
+                    }
+                    tlm = Matrix::translate(tx, ty).mul(&tlm);
+                    tm = tlm;
+                }
+                "Tm" => {
+                    if let Some(m) = Matrix::from_operands(ops) {
+                        tlm = m;
+                        tm = m;
+                    }
+                }
+                "T*" => {
+                    tlm = Matrix::translate(0.0, -gs.leading).mul(&tlm);
+                    tm = tlm;
+                }
+                "Tj" => {
+                    if let Some(Object::String(s, _)) = ops.first() {
+                        self.show(&gs, &mut tm, s);
+                    }
+                }
+                "'" => {
+                    tlm = Matrix::translate(0.0, -gs.leading).mul(&tlm);
+                    tm = tlm;
+                    if let Some(Object::String(s, _)) = ops.first() {
+                        self.show(&gs, &mut tm, s);
+                    }
+                }
+                "\"" => {
+                    gs.word_spacing = ops.first().and_then(num).unwrap_or(gs.word_spacing);
+                    gs.char_spacing = ops.get(1).and_then(num).unwrap_or(gs.char_spacing);
+                    tlm = Matrix::translate(0.0, -gs.leading).mul(&tlm);
+                    tm = tlm;
+                    if let Some(Object::String(s, _)) = ops.get(2) {
+                        self.show(&gs, &mut tm, s);
+                    }
+                }
+                "TJ" => {
+                    if let Some(Object::Array(items)) = ops.first() {
+                        for item in items {
+                            match item {
+                                Object::String(s, _) => self.show(&gs, &mut tm, s),
+                                other => {
+                                    if let Some(n) = num(other) {
+                                        let vertical = gs.font.as_ref().is_some_and(|f| f.vertical);
+                                        let t = -n / 1000.0 * gs.size;
+                                        tm = if vertical {
+                                            Matrix::translate(0.0, t).mul(&tm)
+                                        } else {
+                                            Matrix::translate(t * gs.hscale, 0.0).mul(&tm)
+                                        };
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                "Do" => {
+                    if let Some(Object::Name(name)) = ops.first() {
+                        self.draw_xobject(resources, name, &gs, depth)?;
+                    }
+                }
+                "BMC" => self.marked.push(None),
+                "BDC" => {
+                    let props = match ops.get(1) {
+                        Some(Object::Dictionary(d)) => Some(d),
+                        Some(Object::Name(n)) => resources
+                            .and_then(|r| r.get(b"Properties").ok())
+                            .and_then(|p| dict_of(self.doc, p))
+                            .and_then(|p| p.get(n).ok())
+                            .and_then(|o| dict_of(self.doc, o)),
+                        _ => None,
+                    };
+                    let actual = props
+                        .and_then(|p| p.get(b"ActualText").ok())
+                        .map(|o| deref(self.doc, o))
+                        .and_then(|o| lopdf::decode_text_string(o).ok())
+                        .map(|text| ActualText {
+                            text,
+                            emitted: false,
+                        });
+                    self.marked.push(actual);
+                }
+                "EMC" if self.marked.len() > marked_base => {
+                    self.marked.pop();
+                }
+                _ => {}
+            }
+        }
+        self.marked.truncate(marked_base);
+        Ok(())
+    }
+
+    fn lookup_font(&mut self, resources: Option<&'d Dictionary>, name: &[u8]) -> Rc<Font> {
+        let dict = resources
+            .and_then(|r| r.get(b"Font").ok())
+            .and_then(|f| dict_of(self.doc, f))
+            .and_then(|f| f.get(name).ok())
+            .and_then(|o| dict_of(self.doc, o));
+        match dict {
+            Some(d) => self.fonts.get(self.doc, d, self.budget),
+            None => self.fonts.fallback(),
+        }
+    }
+
+    fn draw_xobject(
+        &mut self,
+        resources: Option<&'d Dictionary>,
+        name: &[u8],
+        gs: &GState,
+        depth: usize,
+    ) -> Result<(), PdfError> {
+        let doc = self.doc;
+        let Some(obj) = resources
+            .and_then(|r| r.get(b"XObject").ok())
+            .and_then(|x| dict_of(doc, x))
+            .and_then(|x| x.get(name).ok())
+        else {
+            return Ok(());
+        };
+        let id = match obj {
+            Object::Reference(id) => Some(*id),
+            _ => None,
+        };
+        let Object::Stream(stream) = deref(doc, obj) else {
+            return Ok(());
+        };
+        if stream
+            .dict
+            .get(b"Subtype")
+            .ok()
+            .and_then(|o| name_of(doc, o))
+            != Some(b"Form")
+        {
+            return Ok(());
+        }
+        if depth + 1 > self.budget.opts().max_xobject_depth {
+            return Err(PdfError::LimitExceeded("form XObject nesting depth"));
+        }
+        if let Some(id) = id {
+            if self.form_stack.contains(&id) {
+                return Ok(());
+            }
+        }
+        let matrix = match stream.dict.get(b"Matrix").ok().map(|o| deref(doc, o)) {
+            Some(Object::Array(a)) => {
+                let v: Vec<Object> = a.iter().map(|o| deref(doc, o).clone()).collect();
+                Matrix::from_operands(&v).unwrap_or(Matrix::IDENTITY)
+            }
+            _ => Matrix::IDENTITY,
+        };
+        let form_res = stream
+            .dict
+            .get(b"Resources")
+            .ok()
+            .and_then(|o| dict_of(doc, o))
+            .or(resources);
+        let Some(data) = stream_bytes(doc, obj, self.budget) else {
+            return Ok(());
+        };
+        self.budget.check_bytes()?;
+        let ctm = matrix.mul(&gs.ctm);
+        if let Some(id) = id {
+            self.form_stack.push(id);
+        }
+        let r = self.run(&data, form_res, ctm.0, depth + 1);
+        if id.is_some() {
+            self.form_stack.pop();
+        }
+        r
+    }
+
+    /// Show a string: decode codes, place each glyph, advance the text matrix.
+    fn show(&mut self, gs: &GState, tm: &mut Matrix, bytes: &[u8]) {
+        let font = match &gs.font {
+            Some(f) => f.clone(),
+            None => self.fonts.fallback(),
+        };
+        let size = gs.size;
+        let hscale = gs.hscale;
+        let vertical = font.vertical;
+        // ActualText replaces the glyphs of its span: the first glyph carries it, others are empty.
+        let actual_idx = self.marked.iter().rposition(|m| m.is_some());
+        let layout = &mut self.layout;
+        let marked = &mut self.marked;
+        let em_scale = if font.is_type3() {
+            font.size_scale
+        } else {
+            1.0
+        };
+        font.decode(bytes, |g| {
+            let trm = tm.mul(&gs.ctm);
+            // Text rendering matrix applied to the glyph origin (with rise).
+            let (ox, oy) = trm.apply(0.0, gs.rise);
+            let spacing = gs.char_spacing
+                + if g.is_space_code {
+                    gs.word_spacing
+                } else {
+                    0.0
+                };
+            let (adv_x, adv_y) = if vertical {
+                (0.0, -(g.width * size + spacing))
+            } else {
+                ((g.width * size + spacing) * hscale, 0.0)
+            };
+            // The glyph's own extent (without Tc/Tw): letter-spaced text shows gaps, as it looks.
+            let (ex, ey) = if vertical {
+                trm.apply(0.0, -(g.width * size) + gs.rise)
+            } else {
+                trm.apply(g.width * size * hscale, gs.rise)
+            };
+            let d = if vertical {
+                trm.apply_vec(0.0, -1.0)
+            } else {
+                trm.apply_vec(1.0, 0.0)
+            };
+            let len = (d.0 * d.0 + d.1 * d.1).sqrt();
+            let dir = if len > 0.0 && len.is_finite() {
+                (d.0 / len, d.1 / len)
+            } else {
+                (1.0, 0.0)
+            };
+            let up = trm.apply_vec(0.0, 1.0);
+            let em = (size * em_scale).abs() * (up.0 * up.0 + up.1 * up.1).sqrt();
+            let text: &str = match actual_idx.and_then(|i| marked[i].as_mut()) {
+                Some(at) => {
+                    if at.emitted {
+                        ""
+                    } else {
+                        at.emitted = true;
+                        at.text.as_str()
+                    }
+                }
+                None => g.text,
+            };
+            let is_space = text == " " || text == "\u{a0}";
+            layout.push(PlacedGlyph {
+                text,
+                x: ox,
+                y: oy,
+                end_x: ex,
+                end_y: ey,
+                dir,
+                size: em,
+                is_space,
+            });
+            *tm = Matrix::translate(adv_x, adv_y).mul(tm);
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! Page layout: turns positioned glyphs (device space, in content order) into lines of words.
+//! Decides word gaps from glyph positions and font size, line breaks from baseline changes, drops
+//! duplicated glyphs (fake bold, shadows) and orders lines top-to-bottom, columns left to right.
+//!
+//! Owns geometry only; fonts and the content stream are the interpreter's business.
+
+/// One positioned glyph, in device space.
+pub struct PlacedGlyph<'a> {
+    pub text: &'a str,
+    /// Origin (on the baseline).
+    pub x: f32,
+    pub y: f32,
+    /// Pen position after the glyph.
+    pub end_x: f32,
+    pub end_y: f32,
+    /// Unit vector of the writing direction.
+    pub dir: (f32, f32),
+    /// Font size (em) in device space.
+    pub size: f32,
+    /// The glyph is a space character (code 32 or text " ").
+    pub is_space: bool,
+}
+
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // extents are for the column pass
+struct Line {
+    text: String,
+    dir: (f32, f32),
+    /// First glyph origin.
+    x0: f32,
+    y0: f32,
+    /// Pen position after the last glyph.
+    end_x: f32,
+    end_y: f32,
+    /// Baseline reference (last glyph origin).
+    base_x: f32,
+    base_y: f32,
+    size: f32,
+    /// Recent glyphs as (position along the line, first char), for duplicate detection.
+    marks: Vec<(f32, char)>,
+    /// Extent along x/y in device space (for ordering).
+    min_x: f32,
+    max_x: f32,
+    order: usize,
+}
+
+/// Layout tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutParams {
+    /// Gap (fraction of the font size) above which two glyphs belong to different words.
+    pub word_gap: f32,
+}
+
+impl Default for LayoutParams {
+    fn default() -> Self {
+        LayoutParams { word_gap: 0.15 }
+    }
+}
+
+/// Builds the text of one page.
+pub struct PageLayout {
+    lines: Vec<Line>,
+    cur: Option<Line>,
+    params: LayoutParams,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+fn dot(a: (f32, f32), b: (f32, f32)) -> f32 {
+    a.0 * b.0 + a.1 * b.1
+}
+
+fn cross(a: (f32, f32), b: (f32, f32)) -> f32 {
+    a.0 * b.1 - a.1 * b.0
+}
+
+impl PageLayout {
+    pub fn new(params: LayoutParams, max_bytes: usize) -> Self {
+        PageLayout {
+            lines: Vec::new(),
+            cur: None,
+            params,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Whether the page's text reached its size limit (further glyphs are ignored).
+    pub fn full(&self) -> bool {
+        self.bytes >= self.max_bytes
+    }
+
+    /// Mark a break (e.g. end of an ActualText span or a form boundary): nothing to do today,
+    /// positions decide.
+    pub fn push(&mut self, g: PlacedGlyph<'_>) {
+        if self.full()
+            || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
+        {
+            return;
+        }
+        let size = if g.size.is_finite() && g.size > 0.01 {
+            g.size
+        } else {
+            1.0
+        };
+        let text = g.text;
+        let first = text.chars().next();
+        let mut start_new = true;
+        let mut space_before = false;
+        if let Some(cur) = self.cur.as_mut() {
+            if dot(cur.dir, g.dir) > 0.95 {
+                let delta = (g.x - cur.end_x, g.y - cur.end_y);
+                let along = dot(delta, cur.dir);
+                let from_base = (g.x - cur.base_x, g.y - cur.base_y);
+                let perp = cross(cur.dir, from_base).abs();
+                let size_ref = size.max(cur.size);
+                let small = size.min(cur.size);
+                if perp <= 0.6 * size_ref && perp <= 1.2 * small.max(size_ref * 0.5) {
+                    if along < -0.05 * size_ref {
+                        // Backwards: a duplicate of a glyph already drawn here (fake bold)?
+                        if let Some(c) = first {
+                            let pos = dot((g.x, g.y), cur.dir);
+                            let tol = 0.2 * size_ref;
+                            if cur
+                                .marks
+                                .iter()
+                                .rev()
+                                .take(256)
+                                .any(|(p, m)| *m == c && (p - pos).abs() < tol)
+                            {
+                                return;
+                            }
+                        }
+                        if along > -3.0 * size_ref {
+                            start_new = false;
+                        }
+                    } else {
+                        start_new = false;
+                        space_before = along > self.params.word_gap * size_ref;
+                    }
+                }
+            }
+        }
+        if start_new {
+            if let Some(done) = self.cur.take() {
+                self.finish_line(done);
+            }
+            if g.is_space && text.trim().is_empty() {
+                // A line never starts with a space; remember the pen position though.
+                let order = self.lines.len();
+                self.cur = Some(Line {
+                    text: String::new(),
+                    dir: g.dir,
+                    x0: g.x,
+                    y0: g.y,
+                    end_x: g.end_x,
+                    end_y: g.end_y,
+                    base_x: g.x,
+                    base_y: g.y,
+                    size,
+                    marks: Vec::new(),
+                    min_x: g.x.min(g.end_x),
+                    max_x: g.x.max(g.end_x),
+                    order,
+                });
+                return;
+            }
+            let order = self.lines.len();
+            self.cur = Some(Line {
+                text: String::new(),
+                dir: g.dir,
+                x0: g.x,
+                y0: g.y,
+                end_x: g.x,
+                end_y: g.y,
+                base_x: g.x,
+                base_y: g.y,
+                size,
+                marks: Vec::new(),
+                min_x: g.x,
+                max_x: g.x,
+                order,
+            });
+        }
+        let Some(cur) = self.cur.as_mut() else { return };
+        let before = cur.text.len();
+        if g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty() {
+            if !cur.text.is_empty() && !cur.text.ends_with(' ') {
+                cur.text.push(' ');
+            }
+        } else if !text.is_empty() {
+            if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
+                cur.text.push(' ');
+            }
+            for ch in text.chars() {
+                if ch.is_control() {
+                    continue;
+                }
+                if ch.is_whitespace() {
+                    if !cur.text.ends_with(' ') {
+                        cur.text.push(' ');
+                    }
+                } else {
+                    cur.text.push(ch);
+                }
+            }
+            if let Some(c) = first {
+                if cur.marks.len() >= 1024 {
+                    cur.marks.drain(..512);
+                }
+                cur.marks.push((dot((g.x, g.y), cur.dir), c));
+            }
+        }
+        self.bytes += cur.text.len() - before;
+        cur.end_x = g.end_x;
+        cur.end_y = g.end_y;
+        cur.base_x = g.x;
+        cur.base_y = g.y;
+        if !text.is_empty() && !g.is_space {
+            cur.size = if cur.text.len() == text.len() {
+                size
+            } else {
+                cur.size.max(size)
+            };
+        }
+        cur.min_x = cur.min_x.min(g.x).min(g.end_x);
+        cur.max_x = cur.max_x.max(g.x).max(g.end_x);
+    }
+
+    fn finish_line(&mut self, mut l: Line) {
+        let t = l.text.trim_end();
+        if t.is_empty() {
+            return;
+        }
+        l.text.truncate(t.len());
+        l.marks = Vec::new();
+        self.lines.push(l);
+    }
+
+    /// The page text: one line per text line, in reading order, each ending with `\n`.
+    pub fn finish(mut self) -> String {
+        if let Some(done) = self.cur.take() {
+            self.finish_line(done);
+        }
+        let lines = reading_order(self.lines);
+        let mut out = String::with_capacity(lines.iter().map(|l| l.text.len() + 1).sum());
+        let mut prev: Option<&Line> = None;
+        for l in &lines {
+            if let Some(p) = prev {
+                // A blank line between blocks: a vertical gap well over the line spacing.
+                let gap = p.y0 - l.y0;
+                if l.dir.0 > 0.9 && p.dir.0 > 0.9 && gap > 2.2 * p.size.max(l.size) {
+                    out.push('\n');
+                }
+            }
+            let t = l.text.trim_start();
+            if t.chars().any(is_rtl) {
+                out.push_str(&visual_to_logical(t));
+            } else {
+                out.push_str(t);
+            }
+            out.push('\n');
+            prev = Some(l);
+        }
+        out
+    }
+}
+
+/// Hebrew, Arabic, Syriac, Thaana, NKo and their presentation forms.
+fn is_rtl(c: char) -> bool {
+    matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
+}
+
+/// Glyphs arrive in visual (left-to-right) order; a line with right-to-left script is turned
+/// into logical order: the whole line reversed, then left-to-right runs (Latin, digits) restored.
+fn visual_to_logical(line: &str) -> String {
+    let rev: Vec<char> = line.chars().rev().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < rev.len() {
+        if rev[i].is_alphanumeric() && !is_rtl(rev[i]) {
+            // A left-to-right run: extend over LTR chars and inner neutrals (". , - /" between them).
+            let mut j = i;
+            let mut end = i;
+            while j < rev.len() && !is_rtl(rev[j]) {
+                if rev[j].is_alphanumeric() {
+                    end = j;
+                }
+                j += 1;
+            }
+            out.extend(rev[i..=end].iter().rev());
+            i = end + 1;
+        } else {
+            out.push(mirror(rev[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+fn mirror(c: char) -> char {
+    match c {
+        '(' => ')',
+        ')' => '(',
+        '[' => ']',
+        ']' => '[',
+        '{' => '}',
+        '}' => '{',
+        '<' => '>',
+        '>' => '<',
+        '«' => '»',
+        '»' => '«',
+        _ => c,
+    }
+}
+
+/// Order lines for reading. Content order is kept, except that the horizontal lines of a page
+/// are sorted top-to-bottom within each detected column when the content order jumps around.
+fn reading_order(lines: Vec<Line>) -> Vec<Line> {
+    // Today: keep content order (producers nearly always emit text in reading order, and the
+    // order of columns is theirs to know). `order`, `x0`, `min_x`, `max_x` are kept for the
+    // column pass.
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(text: &str, x: f32, y: f32, w: f32) -> PlacedGlyph<'_> {
+        PlacedGlyph {
+            text,
+            x,
+            y,
+            end_x: x + w,
+            end_y: y,
+            dir: (1.0, 0.0),
+            size: 10.0,
+            is_space: text == " ",
+        }
+    }
+
+    #[test]
+    fn rtl_lines_in_logical_order() {
+        // Visual order "ABC 12 <alef><beh>" with Hebrew-free Arabic letters after reversal.
+        assert_eq!(
+            visual_to_logical("\u{0628}\u{0627} 2006 \u{0646}"),
+            "\u{0646} 2006 \u{0627}\u{0628}"
+        );
+    }
+
+    #[test]
+    fn words_lines_and_duplicates() {
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("H", 0.0, 100.0, 5.0));
+        p.push(g("i", 5.2, 100.0, 3.0));
+        p.push(g("y", 11.5, 100.0, 5.0)); // 3.3 gap: a word break
+        p.push(g("H", 0.3, 100.0, 5.0)); // fake bold duplicate
+        p.push(g("N", 0.0, 88.0, 5.0));
+        p.push(g(" ", 5.0, 88.0, 2.5));
+        p.push(g("x", 7.5, 88.0, 5.0));
+        assert_eq!(p.finish(), "Hi y\nN x\n");
+    }
+}
