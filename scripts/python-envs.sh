@@ -17,11 +17,10 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(rq1.16 rq2.12 rq3.0)
 
-# Extra requirements added to a venv on top of its own file. The ingestion suite's venv gets the
-# platform's rq line (requirements-ingest.txt says the runner adds it).
+# Extra requirements added to a venv on top of its own file (none today; kept as the hook).
 extra_requirements() {
     case "$1" in
-        ingest) echo "-r $ROOT/python-fixtures/requirements-rq1.16.txt" ;;
+        *) echo "" ;;
     esac
 }
 
