@@ -6,6 +6,7 @@
 //! reads the page count cheaply. Any panic inside becomes [`PdfError::Panic`]; limits bound memory
 //! and time on hostile files. `rq-worker pdf-text` lives in [`cli`].
 
+mod cff;
 pub mod cli;
 mod cmap;
 mod content;
@@ -168,24 +169,56 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PdfError>) -> Result<T, PdfError> {
     }
 }
 
-fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
+fn load_with(
+    bytes: &[u8],
+    opts: &ExtractOptions,
+    reconstruct: bool,
+) -> Result<LoDocument, PdfError> {
     let lo = LoadOptions {
         max_decompressed_size: Some(opts.max_stream_bytes),
+        force_reconstruct: reconstruct,
         ..LoadOptions::default()
     };
-    match LoDocument::load_mem_with_options(bytes, lo) {
-        Ok(d) => Ok(d),
-        Err(e) => {
-            let msg = e.to_string();
-            if matches!(
-                e,
-                lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_)
-            ) {
-                Err(PdfError::Encrypted)
-            } else {
-                Err(PdfError::Parse(msg))
-            }
+    LoDocument::load_mem_with_options(bytes, lo).map_err(|e| {
+        if matches!(
+            e,
+            lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_)
+        ) {
+            PdfError::Encrypted
+        } else {
+            PdfError::Parse(e.to_string())
         }
+    })
+}
+
+/// Pages whose dictionary cannot be found: a sign that the xref table describes the wrong
+/// objects even though it reads.
+fn missing_pages(doc: &LoDocument) -> usize {
+    doc.page_iter()
+        .filter(|id| doc.get_dictionary(*id).is_err())
+        .count()
+}
+
+/// Load as written; when that fails, finds no pages or loses page objects, rebuild the xref by
+/// scanning the file and keep whichever reads better.
+fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
+    let first = load_with(bytes, opts, false);
+    let healthy = match &first {
+        Ok(d) => d.get_pages().len() > 0 && missing_pages(d) == 0,
+        Err(PdfError::Encrypted) => true,
+        Err(_) => false,
+    };
+    if healthy {
+        return first;
+    }
+    match (first, load_with(bytes, opts, true)) {
+        (Ok(a), Ok(b)) => {
+            let score = |d: &LoDocument| d.get_pages().len() - missing_pages(d);
+            Ok(if score(&b) > score(&a) { b } else { a })
+        }
+        (Ok(a), Err(_)) => Ok(a),
+        (Err(_), Ok(b)) => Ok(b),
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -313,6 +346,7 @@ fn page_text(
     };
     let mut interp = Interpreter::new(doc, budget, fonts, layout);
     interp.run(&data, resources, ctm, 0)?;
+    interp.draw_annotations(page, ctm)?;
     Ok(interp.into_layout().finish())
 }
 
