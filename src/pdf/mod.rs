@@ -344,6 +344,31 @@ fn page_text(
         270 => [0.0, 1.0, -1.0, 0.0, 0.0, 0.0],
         _ => [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
     };
+    let boxed = |key: &[u8]| -> Option<[f32; 4]> {
+        match inherited(doc, page, key).map(|o| deref(doc, o)) {
+            Some(Object::Array(a)) if a.len() == 4 => {
+                let v: Vec<f32> = a.iter().filter_map(|o| num_of(doc, o)).collect();
+                (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+            }
+            _ => None,
+        }
+    };
+    let mut layout = layout;
+    if let Some(b) = boxed(b"CropBox").or_else(|| boxed(b"MediaBox")) {
+        let pts = [(b[0], b[1]), (b[2], b[3]), (b[0], b[3]), (b[2], b[1])];
+        let tx = |(x, y): (f32, f32)| {
+            (
+                x * ctm[0] + y * ctm[2] + ctm[4],
+                x * ctm[1] + y * ctm[3] + ctm[5],
+            )
+        };
+        let d: Vec<(f32, f32)> = pts.into_iter().map(tx).collect();
+        let x0 = d.iter().map(|p| p.0).fold(f32::MAX, f32::min);
+        let x1 = d.iter().map(|p| p.0).fold(f32::MIN, f32::max);
+        let y0 = d.iter().map(|p| p.1).fold(f32::MAX, f32::min);
+        let y1 = d.iter().map(|p| p.1).fold(f32::MIN, f32::max);
+        layout.set_clip(x0, y0, x1, y1);
+    }
     let mut interp = Interpreter::new(doc, budget, fonts, layout);
     interp.run(&data, resources, ctm, 0)?;
     interp.draw_annotations(page, ctm)?;
