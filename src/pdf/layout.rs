@@ -165,6 +165,22 @@ impl PageLayout {
             }
         }
         if start_new {
+            // CJK set vertically with a horizontal font (each glyph placed under the previous
+            // one): keep the column together as one line.
+            if let (Some(cur), Some(c)) = (self.cur.as_ref(), first) {
+                if let Some(p) = cur.text.chars().last() {
+                    if is_cjk(c) && is_cjk(p) {
+                        let d = (g.x - cur.base_x, g.y - cur.base_y);
+                        let along = dot(d, g.dir);
+                        let down = cross(g.dir, d);
+                        if along.abs() < 0.3 * size && down < -0.3 * size && down > -2.0 * size {
+                            start_new = false;
+                        }
+                    }
+                }
+            }
+        }
+        if start_new {
             if let Some(done) = self.cur.take() {
                 self.finish_line(done);
             }
@@ -329,6 +345,11 @@ impl PageLayout {
         }
         out
     }
+}
+
+/// Han, kana, hangul and CJK punctuation/full-width forms.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3000..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFFEF | 0x20000..=0x2FFFF)
 }
 
 /// The combining form of a spacing accent, as TeX and old fonts draw them.

@@ -169,14 +169,72 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PdfError>) -> Result<T, PdfError> {
     }
 }
 
+/// Objects text extraction never reads, dropped while loading to bound memory on large files:
+/// link annotations and their actions, destinations and name trees, outline items, the structure
+/// tree, XMP metadata, embedded files; image streams keep only their dictionary.
+fn skip_unneeded(id: ObjectId, obj: &mut Object) -> Option<(ObjectId, Object)> {
+    const DEST: [&[u8]; 8] = [
+        b"XYZ", b"Fit", b"FitH", b"FitV", b"FitR", b"FitB", b"FitBH", b"FitBV",
+    ];
+    let name = |d: &Dictionary, k: &[u8]| match d.get(k) {
+        Ok(Object::Name(n)) => Some(n.clone()),
+        _ => None,
+    };
+    let drop_dict = |d: &Dictionary| {
+        let ty = name(d, b"Type");
+        let sub = name(d, b"Subtype");
+        matches!(
+            ty.as_deref(),
+            Some(
+                b"StructElem"
+                    | b"StructTreeRoot"
+                    | b"MCR"
+                    | b"OBJR"
+                    | b"Metadata"
+                    | b"EmbeddedFile"
+            )
+        ) || sub.as_deref() == Some(b"Link")
+            || matches!(
+                name(d, b"S").as_deref(),
+                Some(b"URI" | b"GoTo" | b"GoToR" | b"Launch")
+            )
+            || (d.has(b"Title")
+                && d.has(b"Parent")
+                && (d.has(b"Dest") || d.has(b"A") || d.has(b"First")))
+            // Name/number tree nodes (destinations, page labels) and `<< /D [...] >>` destinations.
+            || d.has(b"Limits")
+            || (d.len() == 1 && d.has(b"D"))
+    };
+    let keep = match &*obj {
+        Object::Dictionary(d) => !drop_dict(d),
+        Object::Stream(s) => {
+            if name(&s.dict, b"Subtype").as_deref() == Some(b"Image") {
+                *obj = Object::Dictionary(s.dict.clone());
+                true
+            } else {
+                !drop_dict(&s.dict)
+            }
+        }
+        Object::Array(a) => {
+            !(a.len() >= 2 && matches!(&a[1], Object::Name(n) if DEST.contains(&n.as_slice())))
+        }
+        _ => true,
+    };
+    // lopdf keeps the object in place for top-level objects and takes the returned one for
+    // members of object streams, so hand back a copy.
+    keep.then(|| (id, obj.clone()))
+}
+
 fn load_with(
     bytes: &[u8],
     opts: &ExtractOptions,
     reconstruct: bool,
+    filtered: bool,
 ) -> Result<LoDocument, PdfError> {
     let lo = LoadOptions {
         max_decompressed_size: Some(opts.max_stream_bytes),
         force_reconstruct: reconstruct,
+        filter: if filtered { Some(skip_unneeded) } else { None },
         ..LoadOptions::default()
     };
     LoDocument::load_mem_with_options(bytes, lo).map_err(|e| {
@@ -199,19 +257,28 @@ fn missing_pages(doc: &LoDocument) -> usize {
         .count()
 }
 
-/// Load as written; when that fails, finds no pages or loses page objects, rebuild the xref by
-/// scanning the file and keep whichever reads better.
-fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
-    let first = load_with(bytes, opts, false);
-    let healthy = match &first {
-        Ok(d) => d.get_pages().len() > 0 && missing_pages(d) == 0,
+fn healthy(r: &Result<LoDocument, PdfError>) -> bool {
+    match r {
+        Ok(d) => !d.get_pages().is_empty() && missing_pages(d) == 0,
         Err(PdfError::Encrypted) => true,
         Err(_) => false,
-    };
-    if healthy {
+    }
+}
+
+/// Load as written, skipping objects text never needs; when that fails, finds no pages or loses
+/// page objects, load everything (lopdf then repairs the page tree), and if still unhealthy
+/// rebuild the xref by scanning the file; keep whichever reads best.
+fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
+    let first = load_with(bytes, opts, false, true);
+    if healthy(&first) {
         return first;
     }
-    match (first, load_with(bytes, opts, true)) {
+    drop(first);
+    let second = load_with(bytes, opts, false, false);
+    if healthy(&second) {
+        return second;
+    }
+    match (second, load_with(bytes, opts, true, false)) {
         (Ok(a), Ok(b)) => {
             let score = |d: &LoDocument| d.get_pages().len() - missing_pages(d);
             Ok(if score(&b) > score(&a) { b } else { a })
