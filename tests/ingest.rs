@@ -724,3 +724,29 @@ fn jobs_wait_for_the_api_transaction_that_enqueued_them() {
     assert_eq!(get(&out.unwrap(), "status"), &PyValue::Str("ready".into()));
     assert_eq!(w.status(&doc).0, "ready");
 }
+
+#[test]
+fn database_down_fails_the_job_readably() {
+    let w = World::new();
+    let mut cfg = w.config.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.database_url = format!("postgresql://postgres@127.0.0.1:{port}/nowhere");
+    let mut reg = rq_worker::jobs::Registry::new();
+    rq_worker::jobs::ingest::register(&mut reg, &cfg, 1);
+    let (doc, path) = w.upload("a.pdf", &make_pdf(&pages(1, 20, 81)));
+    let e = call(
+        &reg,
+        &Recorder::default(),
+        EXTRACT,
+        vec![],
+        w.extract_args(&doc, &path),
+    )
+    .unwrap_err();
+    assert_eq!(e.python_type(), "sqlalchemy.exc.OperationalError");
+    assert!(e.to_string().starts_with("database unavailable: "), "{e}");
+    assert_eq!(w.status(&doc).0, "uploaded");
+}

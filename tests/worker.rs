@@ -354,3 +354,41 @@ fn redis_outage_mid_job_loses_nothing() {
     let code = child.wait().expect("wait");
     assert!(code.success());
 }
+
+#[test]
+fn maintenance_fails_abandoned_jobs_but_never_finished_ones() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let abandoned = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    let done = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    // Make both look like jobs of a dead worker: out of the queue, started, heartbeat lapsed.
+    let _: () = con.del("rq:queue:default").unwrap();
+    let _: () = con
+        .hset(format!("rq:job:{abandoned}"), "status", "started")
+        .unwrap();
+    let _: () = con
+        .hset(format!("rq:job:{done}"), "status", "finished")
+        .unwrap();
+    let _: () = con.zadd("rq:wip:default", &abandoned, 1).unwrap();
+    let _: () = con
+        .zadd(
+            "rq:wip:default",
+            format!("{done}:0123456789abcdef0123456789abcdef"),
+            1,
+        )
+        .unwrap();
+
+    let out = burst(&redis, &[]);
+    assert!(out.status.success());
+    assert_eq!(status(&mut con, &abandoned).as_deref(), Some("failed"));
+    assert!(exc_last_line(&mut con, &abandoned).contains("AbandonedJobError"));
+    let failed: Option<f64> = con.zscore("rq:failed:default", &abandoned).unwrap();
+    assert!(failed.is_some());
+    assert_eq!(
+        status(&mut con, &done).as_deref(),
+        Some("finished"),
+        "a finished job is never failed"
+    );
+    let wip: i64 = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(wip, 0, "stale members removed");
+}

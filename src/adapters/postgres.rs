@@ -24,8 +24,9 @@ pub enum PgError {
     BadUrl(String),
     #[error("TLS setup failed")]
     Tls(#[source] native_tls::Error),
-    #[error("database unavailable")]
-    Pool(#[source] r2d2::Error),
+    /// No connection within the pool's timeout; the driver's reason is part of the message.
+    #[error("database unavailable: {0}")]
+    Pool(r2d2::Error),
 }
 
 /// A pool sized to the worker's concurrency, shared by all job threads.

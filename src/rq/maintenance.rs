@@ -75,24 +75,15 @@ fn clean_locked<C: ConnectionLike + Commands>(
             "Moved to FailedJobRegistry, due to AbandonedJobError, at {}",
             now.python_str()
         );
-        scripts::finish(
+        fail_unowned(
             con,
             keys,
-            &Finish {
-                job_id: &job_id,
-                origin: queue,
-                worker: "",
-                execution_id: "",
-                member: &member,
-                outcome: Outcome::Failed { allow_retry: true },
-                started_f: String::new(),
-                ended_f: String::new(),
-                return_value: String::new(),
-                exc_string: codec::encode_exc_string(&text),
-                default_result_ttl,
-                working_time_secs: 0.0,
-                worker_ttl: 0,
-            },
+            queue,
+            &job_id,
+            &member,
+            &text,
+            true,
+            default_result_ttl,
         )?;
         out.abandoned.push(job_id);
     }
@@ -136,31 +127,48 @@ fn clean_locked<C: ConnectionLike + Commands>(
         let first: f64 = first.parse().unwrap_or(f64::MAX);
         let now_f: f64 = now.epoch_f().parse().unwrap_or(0.0);
         if now_f - first > STUCK_AFTER_SECS {
-            scripts::finish(
-                con,
-                keys,
-                &Finish {
-                    job_id: &id,
-                    origin: queue,
-                    worker: "",
-                    execution_id: "",
-                    member: "",
-                    outcome: Outcome::Failed { allow_retry: false },
-                    started_f: String::new(),
-                    ended_f: String::new(),
-                    return_value: String::new(),
-                    exc_string: codec::encode_exc_string("Job was stuck in intermediate queue."),
-                    default_result_ttl,
-                    working_time_secs: 0.0,
-                    worker_ttl: 0,
-                },
-            )?;
+            let text = "Job was stuck in intermediate queue.";
+            fail_unowned(con, keys, queue, &id, "", text, false, default_result_ttl)?;
             let _: () = con.lrem(&inter, 1, &id)?;
             let _: () = con.del(&seen_key)?;
             out.stuck.push(id);
         }
     }
     Ok(out)
+}
+
+/// Fail a job no worker is running any more (abandoned or stuck), with `text` as its exc_string.
+#[allow(clippy::too_many_arguments)]
+fn fail_unowned<C: ConnectionLike>(
+    con: &mut C,
+    keys: &Keys,
+    queue: &str,
+    job_id: &str,
+    member: &str,
+    text: &str,
+    allow_retry: bool,
+    default_result_ttl: i64,
+) -> redis::RedisResult<()> {
+    scripts::finish(
+        con,
+        keys,
+        &Finish {
+            job_id,
+            origin: queue,
+            worker: "",
+            execution_id: "",
+            member,
+            outcome: Outcome::Failed { allow_retry },
+            started_f: String::new(),
+            ended_f: String::new(),
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string(text),
+            default_result_ttl,
+            working_time_secs: 0.0,
+            worker_ttl: 0,
+        },
+    )
+    .map(|_| ())
 }
 
 /// The job id of a started-registry member: plain (1.x, compat) or `job_id:execution_id` (2.x).

@@ -146,6 +146,8 @@ enum Node {
     Tz(i32),
     /// `uuid.UUID.__new__` result waiting for its BUILD state.
     PendingUuid,
+    /// Already moved into the result.
+    Taken,
 }
 
 struct Budget {
@@ -177,7 +179,65 @@ struct Unpickler<'a> {
     nodes: Vec<Node>,
     stack: Vec<usize>,
     marks: Vec<usize>,
-    memo: HashMap<u64, usize>,
+    memo: Memo,
+    /// Per node: whether it may be referenced more than once (memo fetch, DUP, shared children),
+    /// so the result must copy it rather than move it out.
+    shared: Vec<bool>,
+}
+
+/// The memo: dense keys (MEMOIZE, and PUT/BINPUT as Python writes them) in a vector, anything
+/// else in a map.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<usize>,
+    sparse: HashMap<u64, usize>,
+    count: usize,
+}
+
+/// Marks an unused slot of [`Memo::dense`].
+const EMPTY_SLOT: usize = usize::MAX;
+
+impl Memo {
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        let dense = usize::try_from(key)
+            .ok()
+            .and_then(|k| self.dense.get(k))
+            .copied();
+        match dense {
+            Some(EMPTY_SLOT) => None,
+            Some(id) => Some(id),
+            None => self.sparse.get(&key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: u64, id: usize) -> Result<()> {
+        let k = usize::try_from(key).unwrap_or(usize::MAX);
+        if let Some(slot) = self.dense.get_mut(k) {
+            if *slot == EMPTY_SLOT {
+                self.count += 1;
+            }
+            *slot = id;
+            return Ok(());
+        }
+        let new = !self.sparse.contains_key(&key);
+        if new && self.count >= MAX_MEMO {
+            return Err(PickleError::LimitExceeded("memo size"));
+        }
+        if k < self.dense.len() + 1024 && self.sparse.is_empty() {
+            self.dense.resize(k, EMPTY_SLOT);
+            self.dense.push(id);
+        } else {
+            self.sparse.insert(key, id);
+        }
+        if new {
+            self.count += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Decode one pickle into a [`PyValue`]. Never runs code and never panics; classes outside the
@@ -189,10 +249,11 @@ pub fn loads(bytes: &[u8]) -> std::result::Result<PyValue, PickleError> {
         nodes: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
+        shared: Vec::new(),
     };
     let top = u.run()?;
-    u.materialize(top, 0, &mut Budget::new())
+    u.take_value(top, 0, &mut Budget::new())
 }
 
 impl<'a> Unpickler<'a> {
@@ -259,6 +320,7 @@ impl<'a> Unpickler<'a> {
             return Err(PickleError::LimitExceeded("item count"));
         }
         self.nodes.push(n);
+        self.shared.push(false);
         Ok(self.nodes.len() - 1)
     }
 
@@ -306,15 +368,12 @@ impl<'a> Unpickler<'a> {
 
     fn memo_put(&mut self, key: u64) -> Result<()> {
         let top = self.top()?;
-        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&key) {
-            return Err(PickleError::LimitExceeded("memo size"));
-        }
-        self.memo.insert(key, top);
-        Ok(())
+        self.memo.insert(key, top)
     }
 
     fn memo_get(&mut self, key: u64) -> Result<()> {
-        let id = *self.memo.get(&key).ok_or(PickleError::MemoMissing(key))?;
+        let id = self.memo.get(key).ok_or(PickleError::MemoMissing(key))?;
+        self.mark_shared(id);
         self.push_id(id)
     }
 
@@ -374,6 +433,7 @@ impl<'a> Unpickler<'a> {
                 }
                 b'2' => {
                     let t = self.top()?;
+                    self.mark_shared(t);
                     self.push_id(t)?;
                 }
                 0x94 => {
@@ -672,11 +732,67 @@ impl<'a> Unpickler<'a> {
     }
 
     /// Elements of an iterable argument, as node ids (for set/frozenset).
-    fn iterable_ids(&self, id: usize) -> Result<Vec<usize>> {
-        match self.node(id)? {
-            Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => Ok(v.clone()),
-            _ => invalid("set() argument must be a list, tuple or set"),
+    fn iterable_ids(&mut self, id: usize) -> Result<Vec<usize>> {
+        let ids = match self.node(id)? {
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => v.clone(),
+            _ => return invalid("set() argument must be a list, tuple or set"),
+        };
+        // The elements now belong to two containers.
+        for &i in &ids {
+            self.mark_shared(i);
         }
+        Ok(ids)
+    }
+
+    fn mark_shared(&mut self, id: usize) {
+        if let Some(flag) = self.shared.get_mut(id) {
+            *flag = true;
+        }
+    }
+
+    /// Like [`Unpickler::materialize`], but moves nodes that nothing else references out of the
+    /// graph instead of copying them (the common case, and most of the cost for large payloads).
+    fn take_value(&mut self, id: usize, depth: usize, budget: &mut Budget) -> Result<PyValue> {
+        if self.shared.get(id).copied().unwrap_or(true) {
+            return self.materialize(id, depth, budget);
+        }
+        if depth > MAX_DEPTH {
+            return Err(PickleError::LimitExceeded(
+                "nesting depth (or a recursive structure)",
+            ));
+        }
+        budget.charge(1, 0)?;
+        let node = std::mem::replace(self.node_mut(id)?, Node::Taken);
+        let mut many = |ids: Vec<usize>, budget: &mut Budget| -> Result<Vec<PyValue>> {
+            ids.into_iter()
+                .map(|i| self.take_value(i, depth + 1, budget))
+                .collect()
+        };
+        Ok(match node {
+            Node::Val(v) => {
+                budget.charge(0, leaf_bytes(&v))?;
+                v
+            }
+            Node::Tuple(ids) => PyValue::Tuple(many(ids, budget)?),
+            Node::List(ids) => PyValue::List(many(ids, budget)?),
+            Node::Set(ids) => PyValue::Set(hashable_all(many(ids, budget)?)?),
+            Node::FrozenSet(ids) => PyValue::FrozenSet(hashable_all(many(ids, budget)?)?),
+            Node::Dict(pairs) => {
+                let mut out = Vec::with_capacity(pairs.len());
+                for (k, v) in pairs {
+                    let k = self.take_value(k, depth + 1, budget)?;
+                    check_hashable(&k)?;
+                    let v = self.take_value(v, depth + 1, budget)?;
+                    out.push((k, v));
+                }
+                PyValue::Dict(out)
+            }
+            other => {
+                // Put it back so the error path reads it like materialize does.
+                *self.node_mut(id)? = other;
+                return self.materialize(id, depth, budget);
+            }
+        })
     }
 
     /// REDUCE / NEWOBJ on a whitelisted global.
@@ -920,12 +1036,7 @@ impl<'a> Unpickler<'a> {
         };
         Ok(match self.node(id)? {
             Node::Val(v) => {
-                let bytes = match v {
-                    PyValue::Str(s) | PyValue::Decimal(s) => s.len(),
-                    PyValue::Bytes(b) | PyValue::ByteArray(b) => b.len(),
-                    _ => 0,
-                };
-                budget.charge(0, bytes)?;
+                budget.charge(0, leaf_bytes(v))?;
                 v.clone()
             }
             Node::Tuple(ids) => PyValue::Tuple(many(ids, budget)?),
@@ -953,7 +1064,16 @@ impl<'a> Unpickler<'a> {
             }
             Node::Tz(_) => return invalid("a datetime.timezone cannot be a value on its own"),
             Node::PendingUuid => return invalid("uuid.UUID without state"),
+            Node::Taken => return invalid("object referenced twice without the memo"),
         })
+    }
+}
+
+fn leaf_bytes(v: &PyValue) -> usize {
+    match v {
+        PyValue::Str(s) | PyValue::Decimal(s) => s.len(),
+        PyValue::Bytes(b) | PyValue::ByteArray(b) => b.len(),
+        _ => 0,
     }
 }
 
@@ -1673,6 +1793,16 @@ mod tests {
             loads(&p(b"K\x032\x86.")).map(|v| v.repr()),
             Ok("(3, 3)".into())
         );
+        // Shared containers: DUP, and a memoized list that is also the argument of set().
+        assert_eq!(
+            loads(&p(b"]2K\x01a\x86.")).map(|v| v.repr()),
+            Ok("([1], [1])".into())
+        );
+        assert_eq!(
+            loads(b"\x80\x02]\x94(K\x01K\x02e0](c__builtin__\nset\nh\x00\x85Rh\x00e.")
+                .map(|v| v.repr()),
+            Ok("[{1, 2}, [1, 2]]".into())
+        );
         assert_eq!(
             loads(&p(b"\x8c\x08datetime\x8c\x0ctimezone.utc\x93\x94\x8c\x08datetime\x8c\x08datetime\x93(M\xe8\x07K\x01K\x02K\x03K\x00K\x00K\x00h\x00t\x94R."))
                 .map(|v| v.repr()),
@@ -1923,6 +2053,41 @@ pub(crate) mod python_tests {
             let back = loads(&dumps(&v)).unwrap_or_else(|e| panic!("{expr}: {e}"));
             // NaN != NaN, so compare reprs.
             assert_eq!(back.repr(), v.repr(), "{expr}");
+        }
+    }
+
+    /// Truncated and mutated CPython pickles of every expression (protocols 2 and 5): any
+    /// result is fine, a panic is not.
+    #[test]
+    fn mutated_cpython_pickles_never_panic() {
+        let script = format!(
+            "{PRELUDE}for line in sys.stdin:\n    for p in (2, 5):\n        print(binascii.hexlify(pickle.dumps(eval(line), protocol=p)).decode())\n"
+        );
+        let Some(out) = python(&script, &(EXPRS.join("\n") + "\n")) else {
+            return;
+        };
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for l in out.lines() {
+            let raw = hex::decode(l).expect("hex");
+            if raw.len() > 4096 {
+                continue;
+            }
+            for cut in 0..raw.len() {
+                let _ = loads(&raw[..cut]);
+            }
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut m = raw.clone();
+                let i = (x % m.len() as u64) as usize;
+                m[i] = (x >> 32) as u8;
+                if x & 1 == 0 {
+                    let j = ((x >> 40) % m.len() as u64) as usize;
+                    m[j] ^= 0x80;
+                }
+                let _ = loads(&m);
+            }
         }
     }
 

@@ -241,6 +241,8 @@ pub fn finish(
         .arg(now.iso())
         .arg("now")
         .arg(now.epoch())
+        .arg("now_f")
+        .arg(now.epoch_f())
         .arg("started_f")
         .arg(&f.started_f)
         .arg("ended_f")

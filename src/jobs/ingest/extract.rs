@@ -169,8 +169,16 @@ fn extract_known(
             ("pages_total", PyValue::Int(pages_total as i64)),
         ],
     );
+    let token = ctx.cancel.clone();
     let pages: Vec<String> = pdf
-        .extract_pages()?
+        .extract_pages(
+            ctx.deadline,
+            std::sync::Arc::new(move || token.reason().is_some()),
+        )
+        .map_err(|e| match ctx.cancel.reason() {
+            Some(r) => IngestError::Cancelled(r),
+            None => e.into(),
+        })?
         .into_iter()
         .map(storable_text)
         .collect();

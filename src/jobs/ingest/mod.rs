@@ -226,6 +226,9 @@ impl IngestError {
             IngestError::Storage(StorageError::Transport { .. }) => "httpx.TransportError",
             IngestError::Storage(StorageError::Cancelled) => "rq_worker.JobCancelled",
             IngestError::Storage(_) => "ValueError",
+            IngestError::Pdf(pdf_text::PdfTextError(crate::pdf::PdfError::Encrypted)) => {
+                "pypdf.errors.FileNotDecryptedError"
+            }
             IngestError::Pdf(_) => "pypdf.errors.PdfReadError",
             IngestError::Embeddings(e) => e.python_type(),
             IngestError::Budget { .. } => "app.core.errors.BudgetExceededError",
@@ -240,9 +243,6 @@ impl IngestError {
         };
         match self {
             IngestError::Db { source, .. } => JobError::with_source(exc_type, message, source),
-            IngestError::Pool(PgError::Pool(source)) => {
-                JobError::with_source(exc_type, message, source)
-            }
             _ => JobError::failed(exc_type, message),
         }
     }

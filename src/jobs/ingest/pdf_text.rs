@@ -1,45 +1,48 @@
-//! The seam between the extract job and PDF text extraction: open a PDF, learn its page count
-//! (checked against `MAX_PDF_PAGE_COUNT` before any text is extracted), then get each page's text.
-//! Backed by lopdf's own text extraction until the `pdf` module (issue 3) lands.
+//! The seam between the extract job and PDF text extraction ([`crate::pdf`]): learn the page count
+//! first (checked against `MAX_PDF_PAGE_COUNT` before any text is extracted), then extract every
+//! page's text, bounded by the job's deadline and cancellation.
 
-/// A PDF that could not be read.
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::pdf::{self, ExtractOptions, PdfError};
+
+/// A PDF that could not be read (or whose extraction was stopped).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct PdfTextError(pub String);
+pub struct PdfTextError(#[from] pub PdfError);
 
-/// An opened PDF.
-pub struct OpenedPdf {
-    doc: lopdf::Document,
-    pages: Vec<u32>,
+/// A PDF whose page count is known.
+pub struct OpenedPdf<'a> {
+    bytes: &'a [u8],
+    page_count: u32,
 }
 
-/// Parse the file's structure (no text yet).
-pub fn open(bytes: &[u8]) -> Result<OpenedPdf, PdfTextError> {
-    let doc = lopdf::Document::load_mem(bytes).map_err(|e| PdfTextError(e.to_string()))?;
-    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
-    if pages.is_empty() {
-        return Err(PdfTextError("the PDF has no pages".into()));
+/// Read the page count (no text yet).
+pub fn open(bytes: &[u8]) -> Result<OpenedPdf<'_>, PdfTextError> {
+    let page_count = pdf::page_count(bytes)?;
+    if page_count == 0 {
+        return Err(PdfTextError(PdfError::Parse("the PDF has no pages".into())));
     }
-    Ok(OpenedPdf { doc, pages })
+    Ok(OpenedPdf { bytes, page_count })
 }
 
-impl OpenedPdf {
+impl OpenedPdf<'_> {
     pub fn page_count(&self) -> usize {
-        self.pages.len()
+        self.page_count as usize
     }
 
-    /// The text of every page, in order. A page whose text cannot be extracted reads as empty.
-    pub fn extract_pages(&self) -> Result<Vec<String>, PdfTextError> {
-        Ok(self
-            .pages
-            .iter()
-            .map(|&n| match self.doc.extract_text(&[n]) {
-                Ok(text) => text,
-                Err(e) => {
-                    log::debug!("page {n}: no text ({e})");
-                    String::new()
-                }
-            })
-            .collect())
+    /// The text of every page, in order; stops at `deadline` or when `cancel()` says so.
+    pub fn extract_pages(
+        &self,
+        deadline: Option<Instant>,
+        cancel: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<Vec<String>, PdfTextError> {
+        let opts = ExtractOptions {
+            deadline,
+            cancel: Some(cancel),
+            ..ExtractOptions::default()
+        };
+        Ok(pdf::extract(self.bytes, &opts)?.pages)
     }
 }

@@ -4,7 +4,7 @@
 -- ARGV is name/value pairs:
 --   prefix, job_id, origin, worker ('' for abandoned-job cleanup), execution_id (may be ''),
 --   member (started-registry member, may be ''), outcome ('finished' | 'failed' | 'stopped'),
---   allow_retry ('1'|'0'), iso, now, started_f, ended_f ('' = none), return_value (base64, '' = None),
+--   allow_retry ('1'|'0'), iso, now, now_f, started_f, ended_f ('' = none), return_value (base64, '' = None),
 --   exc_string (base64 zlib), default_result_ttl, working_time, worker_ttl, counter
 -- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}.
 local a = {}
@@ -40,7 +40,7 @@ if redis.call('EXISTS', jk) == 0 then
 end
 
 local f = redis.call('HMGET', jk, 'result_ttl', 'failure_ttl', 'retries_left', 'retry_intervals',
-  'enqueue_at_front_on_retry', 'group_id')
+  'enqueue_at_front_on_retry', 'group_id', 'rate_limit_key', 'rate_limit_concurrency')
 local result_ttl = tonumber(f[1]) or tonumber(a.default_result_ttl)
 local explicit_failure_ttl = tonumber(f[2])
 local failure_ttl = explicit_failure_ttl or 31536000
@@ -105,61 +105,96 @@ local function enqueue_dependents(parent_failed)
   end
 end
 
-if a.outcome == 'finished' then
-  enqueue_dependents(false)
-  if result_ttl ~= 0 then
-    redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso, 'last_heartbeat', iso)
-    xadd('1', true)
-    if result_ttl == -1 then redis.call('PERSIST', rk) else redis.call('EXPIRE', rk, result_ttl) end
-    local score = now + result_ttl
-    if result_ttl == -1 then score = '+inf' elseif result_ttl < 0 then score = result_ttl end
-    redis.call('ZADD', p .. ':finished:' .. origin, score, id)
-  end
-  cleanup(result_ttl)
-  return {'finished'}
-end
-
-if a.outcome == 'failed' and a.allow_retry == '1' and retries_left > 0 then
-  local interval = 0
-  local raw = redis.call('HGET', jk, 'retry_intervals')
-  if raw then
-    local ok, list = pcall(cjson.decode, raw)
-    if ok and type(list) == 'table' and #list > 0 then
-      local idx = math.max(#list - retries_left, 0) + 1
-      if idx > #list then idx = #list end
-      interval = tonumber(list[idx]) or 0
+-- rq 3.0 concurrency limits, driven by the job's own fields: once the job no longer holds its
+-- slot (anything but a re-queue), free the slot and promote the oldest waiting jobs, as rq 3.0's
+-- release-and-enqueue does. Jobs without `rate_limit_key` skip this entirely.
+local function release_rate_limit_slot()
+  local rl = f[7]
+  if not rl or rl == '' then return end
+  local allowed = p .. ':rl:' .. rl .. ':allowed'
+  local waiting = p .. ':rl:' .. rl .. ':rate_limited'
+  redis.call('ZREM', allowed, id)
+  local concurrency = tonumber(redis.call('HGET', p .. ':rl:' .. rl, 'concurrency')) or tonumber(f[8]) or 0
+  while redis.call('ZCARD', allowed) < concurrency do
+    local popped = redis.call('ZPOPMIN', waiting)
+    if #popped == 0 then break end
+    local wid = popped[1]
+    local wk = p .. ':job:' .. wid
+    local h = redis.call('HMGET', wk, 'origin', 'status', 'enqueue_at_front')
+    if h[1] and h[2] == 'rate_limited' then
+      redis.call('ZADD', allowed, a.now_f, wid)
+      if h[3] == '1' then
+        redis.call('LPUSH', p .. ':queue:' .. h[1], wid)
+      else
+        redis.call('RPUSH', p .. ':queue:' .. h[1], wid)
+      end
+      redis.call('HSET', wk, 'status', 'queued', 'enqueued_at', iso)
     end
   end
-  redis.call('HSET', jk, 'retries_left', tostring(retries_left - 1), 'ended_at', iso, 'last_heartbeat', iso)
-  if interval <= 0 then
-    redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso)
-    if f[5] == '1' then
-      redis.call('LPUSH', p .. ':queue:' .. origin, id)
-    else
-      redis.call('RPUSH', p .. ':queue:' .. origin, id)
-    end
-    return {'retried'}
-  end
-  redis.call('HSET', jk, 'status', 'scheduled')
-  redis.call('ZADD', p .. ':scheduled:' .. origin, now + math.floor(interval), id)
-  redis.call('SADD', p .. ':queues', p .. ':queue:' .. origin)
-  return {'scheduled', tostring(interval)}
 end
 
-local stopped = a.outcome == 'stopped'
-if stopped then
-  redis.call('HSET', jk, 'status', 'stopped', 'last_heartbeat', iso)
-else
-  redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'last_heartbeat', iso)
+local function record()
+  if a.outcome == 'finished' then
+    enqueue_dependents(false)
+    if result_ttl ~= 0 then
+      redis.call('HSET', jk, 'status', 'finished', 'ended_at', iso, 'last_heartbeat', iso)
+      xadd('1', true)
+      if result_ttl == -1 then redis.call('PERSIST', rk) else redis.call('EXPIRE', rk, result_ttl) end
+      local score = now + result_ttl
+      if result_ttl == -1 then score = '+inf' elseif result_ttl < 0 then score = result_ttl end
+      redis.call('ZADD', p .. ':finished:' .. origin, score, id)
+    end
+    cleanup(result_ttl)
+    return {'finished'}
+  end
+
+  if a.outcome == 'failed' and a.allow_retry == '1' and retries_left > 0 then
+    local interval = 0
+    local raw = redis.call('HGET', jk, 'retry_intervals')
+    if raw then
+      local ok, list = pcall(cjson.decode, raw)
+      if ok and type(list) == 'table' and #list > 0 then
+        local idx = math.max(#list - retries_left, 0) + 1
+        if idx > #list then idx = #list end
+        interval = tonumber(list[idx]) or 0
+      end
+    end
+    redis.call('HSET', jk, 'retries_left', tostring(retries_left - 1), 'ended_at', iso, 'last_heartbeat', iso)
+    if interval <= 0 then
+      redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', iso)
+      if f[5] == '1' then
+        redis.call('LPUSH', p .. ':queue:' .. origin, id)
+      else
+        redis.call('RPUSH', p .. ':queue:' .. origin, id)
+      end
+      return {'retried'}
+    end
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', p .. ':scheduled:' .. origin, now + math.floor(interval), id)
+    redis.call('SADD', p .. ':queues', p .. ':queue:' .. origin)
+    return {'scheduled', tostring(interval)}
+  end
+
+  local stopped = a.outcome == 'stopped'
+  if stopped then
+    redis.call('HSET', jk, 'status', 'stopped', 'last_heartbeat', iso)
+  else
+    redis.call('HSET', jk, 'status', 'failed', 'ended_at', iso, 'last_heartbeat', iso)
+  end
+  local score = now + failure_ttl
+  if failure_ttl < 0 then score = failure_ttl end
+  redis.call('ZADD', p .. ':failed:' .. origin, score, id)
+  xadd('2', not stopped)
+  if explicit_failure_ttl then
+    if explicit_failure_ttl == -1 then redis.call('PERSIST', rk) else redis.call('EXPIRE', rk, explicit_failure_ttl) end
+  end
+  if not stopped then enqueue_dependents(true) end
+  cleanup(failure_ttl)
+  if stopped then return {'stopped'} end
+  return {'failed'}
+
 end
-local score = now + failure_ttl
-if failure_ttl < 0 then score = failure_ttl end
-redis.call('ZADD', p .. ':failed:' .. origin, score, id)
-xadd('2', not stopped)
-if explicit_failure_ttl then
-  if explicit_failure_ttl == -1 then redis.call('PERSIST', rk) else redis.call('EXPIRE', rk, explicit_failure_ttl) end
-end
-if not stopped then enqueue_dependents(true) end
-cleanup(failure_ttl)
-if stopped then return {'stopped'} end
-return {'failed'}
+
+local result = record()
+if result[1] ~= 'retried' then release_rate_limit_slot() end
+return result
