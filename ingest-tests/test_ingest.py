@@ -288,3 +288,33 @@ def test_differential_chunks_and_budget_match_the_reference(make_world):
     # One request per chunk for the original, batches for rq-worker.
     n_chunks = sum(len(ours.chunks(d)) for d in docs)
     assert n_chunks > 3
+
+
+def test_differential_unicode_windows_match_tiktoken(make_world):
+    """Token windows that cut multi-byte characters decode with U+FFFD exactly as tiktoken's decode does."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = ["naïve", "café", "日本語のテキスト", "中文分词", "😀🚀", "Ωμέγα", "дом", "x\u200by", "🇫🇷", "\u00a0", "a\x1fb"]
+    pages = [" ".join(rng.choice(alphabet) for _ in range(900)) for _ in range(2)]
+    worlds = [make_world("rq-worker"), make_world("reference")]
+    ws = worlds[0].workspace_id
+    doc = "11111111-2222-4333-8444-555555555555"
+    for w in worlds:
+        if w.workspace_id != ws:
+            w.conn.execute("UPDATE workspaces SET id = %s WHERE id = %s", (ws, w.workspace_id))
+            w.workspace_id = ws
+        w.conn.execute(
+            "INSERT INTO documents (id, workspace_id, filename, file_size_bytes, file_hash_sha256, storage_path, "
+            "status, page_count) VALUES (%s, %s, 'u.pdf', 1, 'h', 'p', 'indexing', 2)", (doc, ws))
+        for i, text in enumerate(pages, start=1):
+            w.conn.execute("INSERT INTO document_pages (workspace_id, document_id, page_number, content) "
+                           "VALUES (%s, %s, %s, %s)", (ws, doc, i, text))
+        w.enqueue_index(doc)
+        w.work("ingest_index")
+    ours, theirs = worlds
+    assert ours.document(doc)["status"] == theirs.document(doc)["status"] == "ready"
+    mine = [c[:6] for c in ours.chunks(doc)]
+    assert len(mine) > 4
+    assert mine == [c[:6] for c in theirs.chunks(doc)]
+    assert ours.usage() == theirs.usage()
