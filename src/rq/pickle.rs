@@ -2056,6 +2056,41 @@ pub(crate) mod python_tests {
         }
     }
 
+    /// Truncated and mutated CPython pickles of every expression (protocols 2 and 5): any
+    /// result is fine, a panic is not.
+    #[test]
+    fn mutated_cpython_pickles_never_panic() {
+        let script = format!(
+            "{PRELUDE}for line in sys.stdin:\n    for p in (2, 5):\n        print(binascii.hexlify(pickle.dumps(eval(line), protocol=p)).decode())\n"
+        );
+        let Some(out) = python(&script, &(EXPRS.join("\n") + "\n")) else {
+            return;
+        };
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for l in out.lines() {
+            let raw = hex::decode(l).expect("hex");
+            if raw.len() > 4096 {
+                continue;
+            }
+            for cut in 0..raw.len() {
+                let _ = loads(&raw[..cut]);
+            }
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let mut m = raw.clone();
+                let i = (x % m.len() as u64) as usize;
+                m[i] = (x >> 32) as u8;
+                if x & 1 == 0 {
+                    let j = ((x >> 40) % m.len() as u64) as usize;
+                    m[j] ^= 0x80;
+                }
+                let _ = loads(&m);
+            }
+        }
+    }
+
     /// Classes outside the whitelist are refused by name, whatever the protocol.
     #[test]
     fn cpython_user_classes_are_named() {

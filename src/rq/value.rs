@@ -1,9 +1,9 @@
 //! `PyValue`: the Python values a job payload, a return value or `meta` can carry.
 //!
-//! Pickle and JSON payloads both decode into this one type, so handlers see typed values whatever
-//! the serializer. Only data types exist here: decoding never constructs or runs Python code, and
-//! the few classes RQ payloads commonly carry (datetime, date, time, timedelta, Decimal, UUID) are
-//! whitelisted into their own variants instead of being dropped.
+//! Pickle and JSON payloads both decode into this one type; the few classes RQ payloads commonly
+//! carry (datetime, date, time, timedelta, Decimal, UUID) have their own variants. Also here:
+//! Python's `repr()` ([`PyValue::repr`], for descriptions and tracebacks) and Python's `json`
+//! module rules ([`PyValue::to_json_string`], [`PyValue::from_json_str`]).
 
 use num_bigint::BigInt;
 
