@@ -198,7 +198,15 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                     rotate_after(&mut queues, &s.queue);
                 }
                 slot.beat();
-                run_job(&process, &slot, &mut executor, &mut con, &mut client_id, s, execution_id);
+                run_job(
+                    &process,
+                    &slot,
+                    &mut executor,
+                    &mut con,
+                    &mut client_id,
+                    s,
+                    execution_id,
+                );
                 idle_since = Instant::now();
             }
             Ok(StartOutcome::Suspended) => {
