@@ -51,13 +51,15 @@ struct Line {
 /// Layout tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct LayoutParams {
-    /// Gap (fraction of the font size) above which two glyphs belong to different words.
+    /// Gap (fraction of the font size) above which two glyphs belong to different words. 0.1
+    /// matches pdftotext best on the corpus (0.08: 0.979, 0.1: 0.985, 0.15: 0.978 word F1 per file
+    /// on a 19-file sample; CJK justification is the sensitive case).
     pub word_gap: f32,
 }
 
 impl Default for LayoutParams {
     fn default() -> Self {
-        LayoutParams { word_gap: 0.15 }
+        LayoutParams { word_gap: 0.1 }
     }
 }
 
