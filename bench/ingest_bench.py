@@ -108,6 +108,7 @@ def run(services: dict, kind: str, docs) -> dict:
         before = world.embeddings.stats().get("requests", 0)
         t0 = time.perf_counter()
         rss1 = phase(world, kind, "ingest_extract", 5)
+        t1 = time.perf_counter()
         rss2 = phase(world, kind, "ingest_index", 3)
         elapsed = time.perf_counter() - t0
         requests = world.embeddings.stats().get("requests", 0) - before
@@ -116,7 +117,7 @@ def run(services: dict, kind: str, docs) -> dict:
             (world.workspace_id,)).fetchall())
         pages = world.conn.execute("SELECT count(*) FROM document_pages").fetchone()[0]
         chunks = world.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        return {"kind": kind, "seconds": elapsed, "docs": len(docs), "pages": pages, "chunks": chunks,
+        return {"kind": kind, "seconds": elapsed, "extract_s": t1 - t0, "index_s": elapsed - (t1 - t0), "docs": len(docs), "pages": pages, "chunks": chunks,
                 "requests": requests, "rss_mb": max(rss1, rss2) / 1e6, "statuses": statuses}
     finally:
         world.close()
@@ -143,7 +144,8 @@ def main() -> None:
             results.append(r)
             print(f"{kind:>10}: {r['docs'] / r['seconds']:7.2f} documents/s  {r['pages'] / r['seconds']:8.1f} pages/s  "
                   f"{r['chunks']} chunks  {r['requests']} embedding requests  peak RSS {r['rss_mb']:.0f} MB  "
-                  f"({r['seconds']:.1f} s)  statuses {r['statuses']}")
+                  f"({r['seconds']:.1f} s: extract {r['extract_s']:.1f}, index {r['index_s']:.1f})  "
+                  f"statuses {r['statuses']}")
         if len(results) == 2:
             ref, ours = results
             print(f"     ratio: {ref['seconds'] / ours['seconds']:.1f}x documents/s, "
