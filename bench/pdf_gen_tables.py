@@ -3,7 +3,8 @@
 
 Data sources (read from installed PyPI packages, `pip install fonttools pypdf`):
   - Adobe Glyph List (glyphlist.txt, BSD-3-Clause, Copyright 2002-2019 Adobe) as shipped in
-    fontTools.agl; StandardEncoding and MacRoman glyph names from fontTools.encodings.
+    fontTools.agl; StandardEncoding and MacRoman glyph names from fontTools.encodings; the CFF
+    standard strings from fontTools.cffLib (MIT; the list itself is from Adobe's CFF spec).
   - Symbol, ZapfDingbats and PDFDocEncoding code tables and the core-14 font widths as shipped in
     pypdf._codecs (derived from Adobe's Core14 AFM files and the AGL; their notices are kept in
     the generated file).
@@ -115,4 +116,10 @@ for fam, key in [("HELVETICA", "Helvetica"), ("HELVETICA_BOLD", "Helvetica-Bold"
         w("    " + ", ".join(line[i:i + 6]) + ",")
     w("];")
     w("")
+from fontTools.cffLib import cffStandardStrings
+w("/// CFF standard strings (SIDs 0..=390), from the CFF specification (Adobe TN #5176, Appendix A).")
+w("pub static CFF_STANDARD_STRINGS: &[&str] = &[")
+for i in range(0, len(cffStandardStrings), 8):
+    w("    " + ", ".join(rs(x) for x in cffStandardStrings[i:i + 8]) + ",")
+w("];")
 print("\n".join(out))

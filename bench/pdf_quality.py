@@ -12,7 +12,9 @@ Usage:
   python3 bench/pdf_quality.py /tmp/corpus [--ours target/release/rq-worker]
       [--lopdf target/release/examples/lopdf_extract_pdf] [--tools ours,lopdf,pypdf]
       [--only SUBSTR] [--timeout 300] [--out /tmp/pdfq] [--markdown]
-Needs pdftotext (Debian poppler-utils) and, for the pypdf column, `pip install pypdf`.
+Needs pdftotext (Debian poppler-utils), GNU time (/usr/bin/time, Debian `time`) for peak RSS and,
+for the pypdf column, `pip install pypdf`. Word tokens are whitespace-separated, after dropping
+bidi embedding marks (pdftotext wraps right-to-left runs in them).
 """
 import argparse
 import collections
@@ -32,7 +34,8 @@ def run_child(cmd, out_path, timeout):
     """Run cmd with stdout to out_path; return (rc, seconds, peak_rss_mb, stderr, timed_out)."""
     t0 = time.monotonic()
     with open(out_path, "wb") as out, open(out_path + ".err", "wb") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True)
+        p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out_path + ".rss"] + cmd,
+                             stdout=out, stderr=err, start_new_session=True)
         timed_out = False
         deadline = t0 + timeout
         while True:
@@ -46,14 +49,24 @@ def run_child(cmd, out_path, timeout):
                 break
             time.sleep(0.005)
     secs = time.monotonic() - t0
-    rc = os.waitstatus_to_exitcode(status)
+    rc = os.waitstatus_to_exitcode(status)  # GNU time passes the child's status on
     with open(out_path + ".err", "rb") as f:
         stderr = f.read().decode("utf-8", "replace")
-    return rc, secs, ru.ru_maxrss / 1024.0, stderr, timed_out
+    try:
+        with open(out_path + ".rss") as f:
+            rss = int(f.read().split()[-1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        rss = ru.ru_maxrss / 1024.0
+    return rc, secs, rss, stderr, timed_out
+
+
+# pdftotext wraps right-to-left runs in embedding marks (U+202A..U+202E); they are invisible
+# formatting, not text, so both sides drop them before comparing.
+BIDI = dict.fromkeys([0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069])
 
 
 def words(text):
-    return text.split()
+    return text.translate(BIDI).split()
 
 
 def f1(ref, got):
@@ -69,8 +82,8 @@ def f1(ref, got):
 
 
 def char_sim(ref, got):
-    a = " ".join(ref.split())[:20000]
-    b = " ".join(got.split())[:20000]
+    a = " ".join(words(ref))[:20000]
+    b = " ".join(words(got))[:20000]
     if not a and not b:
         return 1.0
     return difflib.SequenceMatcher(None, a, b, autojunk=True).ratio()

@@ -7,13 +7,20 @@ marked rq_worker_only check behaviour where rq-worker deliberately does better t
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from rq import Queue
 from rq.job import Job
 
-from conftest import worker_kind
+from conftest import FIXTURES, rq_worker_bin, worker_kind
 from pdfs import raw_pdf, report, text_stream, words
 
 rq_worker_only = pytest.mark.skipif(worker_kind() != "rq-worker", reason="rq-worker behaviour, not the original's")
@@ -288,3 +295,63 @@ def test_differential_chunks_and_budget_match_the_reference(make_world):
     # One request per chunk for the original, batches for rq-worker.
     n_chunks = sum(len(ours.chunks(d)) for d in docs)
     assert n_chunks > 3
+
+
+def test_differential_unicode_windows_match_tiktoken(make_world):
+    """Token windows that cut multi-byte characters decode with U+FFFD exactly as tiktoken's decode does."""
+    rng = random.Random(7)
+    alphabet = ["naïve", "café", "日本語のテキスト", "中文分词", "😀🚀", "Ωμέγα", "дом", "x\u200by", "🇫🇷", "\u00a0", "a\x1fb"]
+    pages = [" ".join(rng.choice(alphabet) for _ in range(900)) for _ in range(2)]
+    worlds = [make_world("rq-worker"), make_world("reference")]
+    ws = worlds[0].workspace_id
+    doc = "11111111-2222-4333-8444-555555555555"
+    for w in worlds:
+        if w.workspace_id != ws:
+            w.conn.execute("UPDATE workspaces SET id = %s WHERE id = %s", (ws, w.workspace_id))
+            w.workspace_id = ws
+        w.conn.execute(
+            "INSERT INTO documents (id, workspace_id, filename, file_size_bytes, file_hash_sha256, storage_path, "
+            "status, page_count) VALUES (%s, %s, 'u.pdf', 1, 'h', 'p', 'indexing', 2)", (doc, ws))
+        for i, text in enumerate(pages, start=1):
+            w.conn.execute("INSERT INTO document_pages (workspace_id, document_id, page_number, content) "
+                           "VALUES (%s, %s, %s, %s)", (ws, doc, i, text))
+        w.enqueue_index(doc)
+        w.work("ingest_index")
+    ours, theirs = worlds
+    assert ours.document(doc)["status"] == theirs.document(doc)["status"] == "ready"
+    mine = [c[:6] for c in ours.chunks(doc)]
+    assert len(mine) > 4
+    assert mine == [c[:6] for c in theirs.chunks(doc)]
+    assert ours.usage() == theirs.usage()
+
+
+def test_worker_killed_mid_embedding_then_cleanup(world):
+    """A crash leaves the in-flight reservation; cleanup_stale_reservations gives it back."""
+    doc, path = world.upload("a.pdf", report(15, 2))
+    world.enqueue_extract(doc, path)
+    world.work("ingest_extract")
+    world.embeddings.faults([{"latency_ms": 20000}])
+    if world.kind == "reference":
+        cmd = [str(Path(sys.executable).parent / "rq"), "worker", "--burst", "--url", world.redis_url, "ingest_index"]
+        env = world.env()
+        env["PYTHONPATH"] = str(FIXTURES / "reference_worker")
+    else:
+        cmd = [rq_worker_bin(), "--burst", "--url", world.redis_url, "ingest_index"]
+        env = world.env()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while world.usage()[1] == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert world.usage()[1] > 0, "no reservation while the embedding request hangs"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    world.embeddings.reset()
+    assert world.usage()[0] == 0
+    world.env_overrides["RESERVATION_TTL_SECONDS"] = "0"
+    job = Queue("maintenance", connection=world.redis).enqueue("jobs.maintenance.cleanup_stale_reservations")
+    world.work("maintenance")
+    assert finished(job) == 1
+    assert world.usage() == (0, 0)

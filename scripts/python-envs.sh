@@ -17,13 +17,23 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(rq1.16 rq2.12 rq3.0)
 
+# Extra requirements added to a venv on top of its own file (none today; kept as the hook).
+extra_requirements() {
+    case "$1" in
+        *) echo "" ;;
+    esac
+}
+
 make_env() {
     local ver="$1"
     local req="$ROOT/python-fixtures/requirements-$ver.txt"
     local venv="$VENV_DIR/$ver"
     [ -f "$req" ] || { echo "python-envs: no $req" >&2; return 1; }
+    local extra
+    extra="$(extra_requirements "$ver")"
     local stamp
-    stamp="$( (cat "$req"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+    stamp="$( (cat "$req"; echo "$extra"; [ -z "$extra" ] || cat "${extra#-r }";
+               "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
     if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.stamp" 2>/dev/null)" = "$stamp" ]; then
         echo "python-envs: $ver up to date ($venv)"
         return 0
@@ -31,7 +41,8 @@ make_env() {
     echo "python-envs: building $ver in $venv"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" $extra
     echo "$stamp" > "$venv/.stamp"
 }
 

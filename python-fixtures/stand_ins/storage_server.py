@@ -11,7 +11,6 @@ counters: see common.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -12,9 +12,13 @@ use super::{ExtractOptions, extract};
 
 /// Run `pdf-text`: read the file, extract (all pages or `--page N`), print to stdout.
 pub fn run_pdf_text(args: &PdfTextArgs) -> anyhow::Result<()> {
+    run_pdf_text_with(args, ExtractOptions::default())
+}
+
+/// [`run_pdf_text`] with explicit options (limits, normalisation, layout tuning).
+pub fn run_pdf_text_with(args: &PdfTextArgs, mut opts: ExtractOptions) -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let mut opts = ExtractOptions::default();
     if let Some(p) = args.page {
         opts.pages = Some((p, p));
     }

@@ -336,6 +336,20 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
         else {
             return Ok(());
         };
+        self.draw_form(obj, resources, gs.ctm, None, depth)
+    }
+
+    /// Draw a form XObject (`obj`, possibly a reference) with the CTM in force. With `rect`, the
+    /// form is an annotation appearance: its transformed BBox is fitted into the rectangle.
+    fn draw_form(
+        &mut self,
+        obj: &'d Object,
+        resources: Option<&'d Dictionary>,
+        ctm: Matrix,
+        rect: Option<[f32; 4]>,
+        depth: usize,
+    ) -> Result<(), PdfError> {
+        let doc = self.doc;
         let id = match obj {
             Object::Reference(id) => Some(*id),
             _ => None,
@@ -343,13 +357,12 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
         let Object::Stream(stream) = deref(doc, obj) else {
             return Ok(());
         };
-        if stream
+        let subtype = stream
             .dict
             .get(b"Subtype")
             .ok()
-            .and_then(|o| name_of(doc, o))
-            != Some(b"Form")
-        {
+            .and_then(|o| name_of(doc, o));
+        if subtype != Some(b"Form") && !(rect.is_some() && subtype.is_none()) {
             return Ok(());
         }
         if depth + 1 > self.budget.opts().max_xobject_depth {
@@ -360,13 +373,49 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 return Ok(());
             }
         }
-        let matrix = match stream.dict.get(b"Matrix").ok().map(|o| deref(doc, o)) {
-            Some(Object::Array(a)) => {
-                let v: Vec<Object> = a.iter().map(|o| deref(doc, o).clone()).collect();
-                Matrix::from_operands(&v).unwrap_or(Matrix::IDENTITY)
+        let numbers = |key: &[u8]| -> Option<Vec<Object>> {
+            match stream.dict.get(key).ok().map(|o| deref(doc, o)) {
+                Some(Object::Array(a)) => Some(a.iter().map(|o| deref(doc, o).clone()).collect()),
+                _ => None,
             }
-            _ => Matrix::IDENTITY,
         };
+        let matrix = numbers(b"Matrix")
+            .and_then(|v| Matrix::from_operands(&v))
+            .unwrap_or(Matrix::IDENTITY);
+        let mut base = ctm;
+        if let Some([rx0, ry0, rx1, ry1]) = rect {
+            let bbox: Vec<f32> = numbers(b"BBox")
+                .map(|v| v.iter().filter_map(num).collect())
+                .unwrap_or_default();
+            if bbox.len() == 4 {
+                let pts = [
+                    matrix.apply(bbox[0], bbox[1]),
+                    matrix.apply(bbox[2], bbox[1]),
+                    matrix.apply(bbox[0], bbox[3]),
+                    matrix.apply(bbox[2], bbox[3]),
+                ];
+                let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+                for (x, y) in pts {
+                    x0 = x0.min(x);
+                    y0 = y0.min(y);
+                    x1 = x1.max(x);
+                    y1 = y1.max(y);
+                }
+                let (bw, bh) = (x1 - x0, y1 - y0);
+                let sx = if bw.abs() > 1e-6 {
+                    (rx1 - rx0) / bw
+                } else {
+                    1.0
+                };
+                let sy = if bh.abs() > 1e-6 {
+                    (ry1 - ry0) / bh
+                } else {
+                    1.0
+                };
+                let a = Matrix([sx, 0.0, 0.0, sy, rx0 - x0 * sx, ry0 - y0 * sy]);
+                base = a.mul(&ctm);
+            }
+        }
         let form_res = stream
             .dict
             .get(b"Resources")
@@ -377,7 +426,7 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
             return Ok(());
         };
         self.budget.check_bytes()?;
-        let ctm = matrix.mul(&gs.ctm);
+        let ctm = matrix.mul(&base);
         if let Some(id) = id {
             self.form_stack.push(id);
         }
@@ -386,6 +435,70 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
             self.form_stack.pop();
         }
         r
+    }
+
+    /// Draw the normal appearances of a page's annotations (form fields, stamps, signatures), as
+    /// a viewer shows them. Hidden and popup annotations are skipped.
+    pub fn draw_annotations(
+        &mut self,
+        page: &'d Dictionary,
+        ctm: [f32; 6],
+    ) -> Result<(), PdfError> {
+        let doc = self.doc;
+        let Some(Object::Array(annots)) = page.get(b"Annots").ok().map(|o| deref(doc, o)) else {
+            return Ok(());
+        };
+        for a in annots.iter().take(2000) {
+            let Some(ad) = dict_of(doc, a) else { continue };
+            let flags = ad
+                .get(b"F")
+                .ok()
+                .and_then(|o| super::util::num_of(doc, o))
+                .unwrap_or(0.0) as i64;
+            let subtype = ad
+                .get(b"Subtype")
+                .ok()
+                .and_then(|o| name_of(doc, o))
+                .unwrap_or(b"");
+            if flags & (2 | 32) != 0 || subtype == b"Popup" || subtype == b"Link" {
+                continue;
+            }
+            let Some(ap) = ad.get(b"AP").ok().and_then(|o| dict_of(doc, o)) else {
+                continue;
+            };
+            let Some(n) = ap.get(b"N").ok() else { continue };
+            let appearance: &'d Object = match deref(doc, n) {
+                Object::Stream(_) => n,
+                Object::Dictionary(states) => {
+                    let Some(state) = ad.get(b"AS").ok().and_then(|o| name_of(doc, o)) else {
+                        continue;
+                    };
+                    match states.get(state) {
+                        Ok(o) => o,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let rect: Vec<f32> = match ad.get(b"Rect").ok().map(|o| deref(doc, o)) {
+                Some(Object::Array(r)) => r
+                    .iter()
+                    .filter_map(|o| super::util::num_of(doc, o))
+                    .collect(),
+                _ => continue,
+            };
+            if rect.len() != 4 {
+                continue;
+            }
+            let r = [
+                rect[0].min(rect[2]),
+                rect[1].min(rect[3]),
+                rect[0].max(rect[2]),
+                rect[1].max(rect[3]),
+            ];
+            self.draw_form(appearance, None, Matrix(ctm), Some(r), 0)?;
+        }
+        Ok(())
     }
 
     /// Show a string: decode codes, place each glyph, advance the text matrix.
@@ -422,7 +535,11 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 ((g.width * size + spacing) * hscale, 0.0)
             };
             // The glyph's own extent (without Tc/Tw): letter-spaced text shows gaps, as it looks.
-            let (ex, ey) = if vertical {
+            let (px, py) = trm.apply(adv_x, adv_y + gs.rise);
+            let (ex, ey) = if g.width <= 0.0 {
+                // Unknown width: only the pen position says where the glyph ends.
+                (px, py)
+            } else if vertical {
                 trm.apply(0.0, -(g.width * size) + gs.rise)
             } else {
                 trm.apply(g.width * size * hscale, gs.rise)
@@ -458,6 +575,8 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 y: oy,
                 end_x: ex,
                 end_y: ey,
+                pen_x: px,
+                pen_y: py,
                 dir,
                 size: em,
                 is_space,

@@ -208,6 +208,9 @@ impl Font {
             if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile").ok()) {
                 builtin_names =
                     stream_bytes(doc, ff, budget).and_then(|d| type1_builtin_encoding(&d));
+            } else if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile3").ok()) {
+                builtin_names =
+                    stream_bytes(doc, ff, budget).and_then(|d| super::cff::builtin_encoding(&d));
             }
         }
         let mut simple = vec![String::new(); 256];
@@ -843,7 +846,7 @@ fn truetype_gid_to_unicode(d: &[u8]) -> HashMap<u32, String> {
                     continue;
                 }
                 for cp in start..=end {
-                    add(gid0 + (cp - start), cp);
+                    add(gid0.wrapping_add(cp - start), cp);
                 }
             }
         }

@@ -4,6 +4,8 @@
 //!
 //! Owns geometry only; fonts and the content stream are the interpreter's business.
 
+use unicode_normalization::UnicodeNormalization;
+
 /// One positioned glyph, in device space.
 pub struct PlacedGlyph<'a> {
     pub text: &'a str,
@@ -13,6 +15,9 @@ pub struct PlacedGlyph<'a> {
     /// Pen position after the glyph.
     pub end_x: f32,
     pub end_y: f32,
+    /// Pen position after the glyph's advance including character/word spacing (Tc/Tw).
+    pub pen_x: f32,
+    pub pen_y: f32,
     /// Unit vector of the writing direction.
     pub dir: (f32, f32),
     /// Font size (em) in device space.
@@ -32,12 +37,17 @@ struct Line {
     /// Pen position after the last glyph.
     end_x: f32,
     end_y: f32,
+    /// Pen position (with Tc/Tw) after the last glyph.
+    pen_x: f32,
+    pen_y: f32,
     /// Baseline reference (last glyph origin).
     base_x: f32,
     base_y: f32,
     size: f32,
     /// Recent glyphs as (position along the line, first char), for duplicate detection.
     marks: Vec<(f32, char)>,
+    /// The last single-character glyph: (start, end along the line, byte index in `text`, char).
+    last: Option<(f32, f32, usize, char)>,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -47,13 +57,21 @@ struct Line {
 /// Layout tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct LayoutParams {
-    /// Gap (fraction of the font size) above which two glyphs belong to different words.
+    /// Gap (fraction of the font size) above which two glyphs belong to different words. 0.1
+    /// matches pdftotext best on the corpus (0.08: 0.979, 0.1: 0.985, 0.15: 0.978 word F1 per file
+    /// on a 19-file sample; CJK justification is the sensitive case).
     pub word_gap: f32,
+    /// Gap between glyph outlines (fraction of the font size) above which letter-spaced text
+    /// (Tc) is read as separate words; OCR layers use Tc below it to fit words to the scan.
+    pub letter_gap: f32,
 }
 
 impl Default for LayoutParams {
     fn default() -> Self {
-        LayoutParams { word_gap: 0.15 }
+        LayoutParams {
+            word_gap: 0.1,
+            letter_gap: 0.3,
+        }
     }
 }
 
@@ -64,6 +82,8 @@ pub struct PageLayout {
     params: LayoutParams,
     bytes: usize,
     max_bytes: usize,
+    /// The visible page area in device space (x0, y0, x1, y1): glyphs wholly outside are dropped.
+    clip: Option<(f32, f32, f32, f32)>,
 }
 
 fn dot(a: (f32, f32), b: (f32, f32)) -> f32 {
@@ -82,6 +102,14 @@ impl PageLayout {
             params,
             bytes: 0,
             max_bytes,
+            clip: None,
+        }
+    }
+
+    /// Drop glyphs that lie outside this area (the page's crop box, in device space).
+    pub fn set_clip(&mut self, x0: f32, y0: f32, x1: f32, y1: f32) {
+        if x1 > x0 && y1 > y0 {
+            self.clip = Some((x0, y0, x1, y1));
         }
     }
 
@@ -97,6 +125,15 @@ impl PageLayout {
             || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
         {
             return;
+        }
+        if let Some((x0, y0, x1, y1)) = self.clip {
+            let s = g.size.abs().min(1000.0);
+            let (gx0, gx1) = (g.x.min(g.end_x), g.x.max(g.end_x));
+            let (gy0, gy1) = (g.y.min(g.end_y), g.y.max(g.end_y));
+            if gx1 + 0.5 * s < x0 || gx0 - 0.5 * s > x1 || gy1 + 0.8 * s < y0 || gy0 - 0.8 * s > y1
+            {
+                return;
+            }
         }
         let size = if g.size.is_finite() && g.size > 0.01 {
             g.size
@@ -136,7 +173,27 @@ impl PageLayout {
                         }
                     } else {
                         start_new = false;
-                        space_before = along > self.params.word_gap * size_ref;
+                        // A word gap: the pen moved on (TJ offsets, Td) by more than the word-gap
+                        // ratio, or letter spacing (Tc) opens gaps wider than `letter_gap`.
+                        let along_pen = dot((g.x - cur.pen_x, g.y - cur.pen_y), cur.dir);
+                        space_before = along_pen > self.params.word_gap * size_ref
+                            || along > self.params.letter_gap * size_ref;
+                    }
+                }
+            }
+        }
+        if start_new {
+            // CJK set vertically with a horizontal font (each glyph placed under the previous
+            // one): keep the column together as one line.
+            if let (Some(cur), Some(c)) = (self.cur.as_ref(), first) {
+                if let Some(p) = cur.text.chars().last() {
+                    if is_cjk(c) && is_cjk(p) {
+                        let d = (g.x - cur.base_x, g.y - cur.base_y);
+                        let along = dot(d, g.dir);
+                        let down = cross(g.dir, d);
+                        if along.abs() < 0.3 * size && down < -0.3 * size && down > -2.0 * size {
+                            start_new = false;
+                        }
                     }
                 }
             }
@@ -155,10 +212,13 @@ impl PageLayout {
                     y0: g.y,
                     end_x: g.end_x,
                     end_y: g.end_y,
+                    pen_x: g.pen_x,
+                    pen_y: g.pen_y,
                     base_x: g.x,
                     base_y: g.y,
                     size,
                     marks: Vec::new(),
+                    last: None,
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -173,10 +233,13 @@ impl PageLayout {
                 y0: g.y,
                 end_x: g.x,
                 end_y: g.y,
+                pen_x: g.x,
+                pen_y: g.y,
                 base_x: g.x,
                 base_y: g.y,
                 size,
                 marks: Vec::new(),
+                last: None,
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -184,7 +247,46 @@ impl PageLayout {
         }
         let Some(cur) = self.cur.as_mut() else { return };
         let before = cur.text.len();
-        if g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty() {
+        // Accents drawn over a letter (TeX's \'e with old encodings): compose them.
+        let mut chars = text.chars();
+        let single = match (chars.next(), chars.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        };
+        let (s0, s1) = {
+            let a = dot((g.x, g.y), cur.dir);
+            let b = dot((g.end_x, g.end_y), cur.dir);
+            (a.min(b), a.max(b))
+        };
+        let mut composed = false;
+        if let (Some(c), Some((ps, pe, idx, pc))) = (single, cur.last) {
+            let overlap = s1.min(pe) - s0.max(ps);
+            let minw = (s1 - s0).min(pe - ps);
+            if !space_before
+                && minw > 0.0
+                && overlap > 0.4 * minw
+                && idx + pc.len_utf8() == cur.text.len()
+            {
+                let pair = match (combining_mark(c), combining_mark(pc)) {
+                    (Some(m), None) if pc.is_alphabetic() => Some((pc, m)),
+                    (None, Some(m)) if c.is_alphabetic() => Some((c, m)),
+                    _ => None,
+                };
+                if let Some((base, mark)) = pair {
+                    let base = match base {
+                        '\u{131}' => 'i',
+                        '\u{237}' => 'j',
+                        b => b,
+                    };
+                    cur.text.truncate(idx);
+                    cur.text.extend([base, mark].into_iter().nfc());
+                    cur.last = None;
+                    composed = true;
+                }
+            }
+        }
+        if composed {
+        } else if g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty() {
             if !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
             }
@@ -204,6 +306,7 @@ impl PageLayout {
                     cur.text.push(ch);
                 }
             }
+            cur.last = single.map(|c| (s0, s1, cur.text.len() - c.len_utf8(), c));
             if let Some(c) = first {
                 if cur.marks.len() >= 1024 {
                     cur.marks.drain(..512);
@@ -214,6 +317,8 @@ impl PageLayout {
         self.bytes += cur.text.len() - before;
         cur.end_x = g.end_x;
         cur.end_y = g.end_y;
+        cur.pen_x = g.pen_x;
+        cur.pen_y = g.pen_y;
         cur.base_x = g.x;
         cur.base_y = g.y;
         if !text.is_empty() && !g.is_space {
@@ -264,6 +369,31 @@ impl PageLayout {
         }
         out
     }
+}
+
+/// Han, kana, hangul and CJK punctuation/full-width forms.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3000..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFFEF | 0x20000..=0x2FFFF)
+}
+
+/// The combining form of a spacing accent, as TeX and old fonts draw them.
+fn combining_mark(c: char) -> Option<char> {
+    Some(match c {
+        '\u{B4}' | '\u{2CA}' => '\u{301}',
+        '`' | '\u{2CB}' => '\u{300}',
+        '\u{2C6}' | '^' => '\u{302}',
+        '\u{2DC}' | '~' => '\u{303}',
+        '\u{A8}' => '\u{308}',
+        '\u{2DA}' => '\u{30A}',
+        '\u{B8}' => '\u{327}',
+        '\u{2C7}' => '\u{30C}',
+        '\u{2D8}' => '\u{306}',
+        '\u{2DD}' => '\u{30B}',
+        '\u{2DB}' => '\u{328}',
+        '\u{AF}' | '\u{2C9}' => '\u{304}',
+        '\u{2D9}' => '\u{307}',
+        _ => return None,
+    })
 }
 
 /// Hebrew, Arabic, Syriac, Thaana, NKo and their presentation forms.
@@ -334,6 +464,8 @@ mod tests {
             y,
             end_x: x + w,
             end_y: y,
+            pen_x: x + w,
+            pen_y: y,
             dir: (1.0, 0.0),
             size: 10.0,
             is_space: text == " ",
@@ -359,6 +491,8 @@ mod tests {
         p.push(g("N", 0.0, 88.0, 5.0));
         p.push(g(" ", 5.0, 88.0, 2.5));
         p.push(g("x", 7.5, 88.0, 5.0));
-        assert_eq!(p.finish(), "Hi y\nN x\n");
+        p.push(g("\u{A8}", 20.5, 88.0, 4.0)); // accent drawn over the next letter
+        p.push(g("u", 20.0, 88.0, 5.0));
+        assert_eq!(p.finish(), "Hi y\nN x \u{FC}\n");
     }
 }

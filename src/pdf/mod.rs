@@ -6,6 +6,7 @@
 //! reads the page count cheaply. Any panic inside becomes [`PdfError::Panic`]; limits bound memory
 //! and time on hostile files. `rq-worker pdf-text` lives in [`cli`].
 
+mod cff;
 pub mod cli;
 mod cmap;
 mod content;
@@ -168,24 +169,123 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PdfError>) -> Result<T, PdfError> {
     }
 }
 
-fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
-    let lo = LoadOptions {
-        max_decompressed_size: Some(opts.max_stream_bytes),
-        ..LoadOptions::default()
+/// Objects text extraction never reads, dropped while loading to bound memory on large files:
+/// link annotations and their actions, destinations and name trees, outline items, the structure
+/// tree, XMP metadata, embedded files; image streams keep only their dictionary.
+fn skip_unneeded(id: ObjectId, obj: &mut Object) -> Option<(ObjectId, Object)> {
+    const DEST: [&[u8]; 8] = [
+        b"XYZ", b"Fit", b"FitH", b"FitV", b"FitR", b"FitB", b"FitBH", b"FitBV",
+    ];
+    let name = |d: &Dictionary, k: &[u8]| match d.get(k) {
+        Ok(Object::Name(n)) => Some(n.clone()),
+        _ => None,
     };
-    match LoDocument::load_mem_with_options(bytes, lo) {
-        Ok(d) => Ok(d),
-        Err(e) => {
-            let msg = e.to_string();
-            if matches!(
-                e,
-                lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_)
-            ) {
-                Err(PdfError::Encrypted)
+    let drop_dict = |d: &Dictionary| {
+        let ty = name(d, b"Type");
+        let sub = name(d, b"Subtype");
+        matches!(
+            ty.as_deref(),
+            Some(
+                b"StructElem"
+                    | b"StructTreeRoot"
+                    | b"MCR"
+                    | b"OBJR"
+                    | b"Metadata"
+                    | b"EmbeddedFile"
+            )
+        ) || sub.as_deref() == Some(b"Link")
+            || matches!(
+                name(d, b"S").as_deref(),
+                Some(b"URI" | b"GoTo" | b"GoToR" | b"Launch")
+            )
+            || (d.has(b"Title")
+                && d.has(b"Parent")
+                && (d.has(b"Dest") || d.has(b"A") || d.has(b"First")))
+            // Name/number tree nodes (destinations, page labels) and `<< /D [...] >>` destinations.
+            || d.has(b"Limits")
+            || (d.len() == 1 && d.has(b"D"))
+    };
+    let keep = match &*obj {
+        Object::Dictionary(d) => !drop_dict(d),
+        Object::Stream(s) => {
+            if name(&s.dict, b"Subtype").as_deref() == Some(b"Image") {
+                *obj = Object::Dictionary(s.dict.clone());
+                true
             } else {
-                Err(PdfError::Parse(msg))
+                !drop_dict(&s.dict)
             }
         }
+        Object::Array(a) => {
+            !(a.len() >= 2 && matches!(&a[1], Object::Name(n) if DEST.contains(&n.as_slice())))
+        }
+        _ => true,
+    };
+    // lopdf keeps the object in place for top-level objects and takes the returned one for
+    // members of object streams, so hand back a copy.
+    keep.then(|| (id, obj.clone()))
+}
+
+fn load_with(
+    bytes: &[u8],
+    opts: &ExtractOptions,
+    reconstruct: bool,
+    filtered: bool,
+) -> Result<LoDocument, PdfError> {
+    let lo = LoadOptions {
+        max_decompressed_size: Some(opts.max_stream_bytes),
+        force_reconstruct: reconstruct,
+        filter: if filtered { Some(skip_unneeded) } else { None },
+        ..LoadOptions::default()
+    };
+    LoDocument::load_mem_with_options(bytes, lo).map_err(|e| {
+        if matches!(
+            e,
+            lopdf::Error::InvalidPassword | lopdf::Error::Decryption(_)
+        ) {
+            PdfError::Encrypted
+        } else {
+            PdfError::Parse(e.to_string())
+        }
+    })
+}
+
+/// Pages whose dictionary cannot be found: a sign that the xref table describes the wrong
+/// objects even though it reads.
+fn missing_pages(doc: &LoDocument) -> usize {
+    doc.page_iter()
+        .filter(|id| doc.get_dictionary(*id).is_err())
+        .count()
+}
+
+fn healthy(r: &Result<LoDocument, PdfError>) -> bool {
+    match r {
+        Ok(d) => !d.get_pages().is_empty() && missing_pages(d) == 0,
+        Err(PdfError::Encrypted) => true,
+        Err(_) => false,
+    }
+}
+
+/// Load as written, skipping objects text never needs; when that fails, finds no pages or loses
+/// page objects, load everything (lopdf then repairs the page tree), and if still unhealthy
+/// rebuild the xref by scanning the file; keep whichever reads best.
+fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
+    let first = load_with(bytes, opts, false, true);
+    if healthy(&first) {
+        return first;
+    }
+    drop(first);
+    let second = load_with(bytes, opts, false, false);
+    if healthy(&second) {
+        return second;
+    }
+    match (second, load_with(bytes, opts, true, false)) {
+        (Ok(a), Ok(b)) => {
+            let score = |d: &LoDocument| d.get_pages().len() - missing_pages(d);
+            Ok(if score(&b) > score(&a) { b } else { a })
+        }
+        (Ok(a), Err(_)) => Ok(a),
+        (Err(_), Ok(b)) => Ok(b),
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -311,8 +411,34 @@ fn page_text(
         270 => [0.0, 1.0, -1.0, 0.0, 0.0, 0.0],
         _ => [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
     };
+    let boxed = |key: &[u8]| -> Option<[f32; 4]> {
+        match inherited(doc, page, key).map(|o| deref(doc, o)) {
+            Some(Object::Array(a)) if a.len() == 4 => {
+                let v: Vec<f32> = a.iter().filter_map(|o| num_of(doc, o)).collect();
+                (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+            }
+            _ => None,
+        }
+    };
+    let mut layout = layout;
+    if let Some(b) = boxed(b"CropBox").or_else(|| boxed(b"MediaBox")) {
+        let pts = [(b[0], b[1]), (b[2], b[3]), (b[0], b[3]), (b[2], b[1])];
+        let tx = |(x, y): (f32, f32)| {
+            (
+                x * ctm[0] + y * ctm[2] + ctm[4],
+                x * ctm[1] + y * ctm[3] + ctm[5],
+            )
+        };
+        let d: Vec<(f32, f32)> = pts.into_iter().map(tx).collect();
+        let x0 = d.iter().map(|p| p.0).fold(f32::MAX, f32::min);
+        let x1 = d.iter().map(|p| p.0).fold(f32::MIN, f32::max);
+        let y0 = d.iter().map(|p| p.1).fold(f32::MAX, f32::min);
+        let y1 = d.iter().map(|p| p.1).fold(f32::MIN, f32::max);
+        layout.set_clip(x0, y0, x1, y1);
+    }
     let mut interp = Interpreter::new(doc, budget, fonts, layout);
     interp.run(&data, resources, ctm, 0)?;
+    interp.draw_annotations(page, ctm)?;
     Ok(interp.into_layout().finish())
 }
 

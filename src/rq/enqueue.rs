@@ -73,6 +73,17 @@ pub fn enqueue(
     Ok(id)
 }
 
+/// Why `meta` could not be updated.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("the job's existing meta cannot be decoded; left untouched")]
+    Unreadable(#[source] codec::CodecError),
+    #[error("the job's existing meta is a {0}, not a dict; left untouched")]
+    NotADict(&'static str),
+    #[error("writing meta to Redis")]
+    Redis(#[from] redis::RedisError),
+}
+
 /// Merge entries into the job's pickled `meta` dict (Python's `job.meta.update(); save_meta()`).
 pub fn update_meta(
     con: &mut dyn ConnectionLike,
@@ -80,13 +91,17 @@ pub fn update_meta(
     job_id: &str,
     entries: Vec<(String, PyValue)>,
     serializer: Serializer,
-) -> redis::RedisResult<()> {
+) -> Result<(), MetaError> {
     let key = keys.job(job_id);
     let raw: Option<Vec<u8>> = redis::cmd("HGET").arg(&key).arg("meta").query(con)?;
+    // A `meta` this worker cannot read (say, a Python object an enqueuer put there) is left as it
+    // is: overwriting it would lose the enqueuer's data, so the update is refused instead.
     let mut items: Vec<(PyValue, PyValue)> = match raw.map(|b| codec::decode_value(&b, serializer))
     {
+        None => Vec::new(),
         Some(Ok(PyValue::Dict(items))) => items,
-        _ => Vec::new(),
+        Some(Ok(other)) => return Err(MetaError::NotADict(other.type_name())),
+        Some(Err(e)) => return Err(MetaError::Unreadable(e)),
     };
     for (k, v) in entries {
         let k = PyValue::Str(k);

@@ -198,7 +198,15 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                     rotate_after(&mut queues, &s.queue);
                 }
                 slot.beat();
-                run_job(&process, &slot, &mut executor, &mut con, s, execution_id);
+                run_job(
+                    &process,
+                    &slot,
+                    &mut executor,
+                    &mut con,
+                    &mut client_id,
+                    s,
+                    execution_id,
+                );
                 idle_since = Instant::now();
             }
             Ok(StartOutcome::Suspended) => {
@@ -279,6 +287,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                         &slot,
                                         &mut executor,
                                         &mut con,
+                                        &mut client_id,
                                         s,
                                         execution_id,
                                     );
@@ -375,6 +384,7 @@ fn run_job(
     slot: &Arc<SlotShared>,
     executor: &mut Executor,
     con: &mut redis::Connection,
+    client_id: &mut i64,
     s: Started,
     execution_id: String,
 ) {
@@ -448,6 +458,9 @@ fn run_job(
                     .connect(process.config.dequeue_timeout() + Duration::from_secs(30))
                 {
                     *con = c;
+                    // The slot blocks in BLMOVE on this connection next: a warm shutdown must
+                    // CLIENT UNBLOCK the new connection's id, not the dead one's.
+                    *client_id = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
                     let _ = redis::cmd("CLIENT")
                         .arg("SETNAME")
                         .arg(&name)

@@ -182,8 +182,7 @@ fn extract_known(
         .into_iter()
         .map(storable_text)
         .collect();
-    drop(pdf);
-    drop(bytes);
+    drop(bytes); // the PDF is not needed while the pages are written
     check_cancel(ctx)?;
     let text_chars: usize = pages
         .iter()

@@ -122,6 +122,7 @@ fn index_known(
     outstanding: &mut i64,
 ) -> Result<Outcome, IngestError> {
     let config = &services.config;
+    let t0 = std::time::Instant::now();
 
     // Check the status, move to `indexing`, read the pages and drop the previous chunks, atomically.
     let (allowed, pages, column_dim) = {
@@ -196,6 +197,7 @@ fn index_known(
         }
     }
     drop(pages);
+    let t_chunked = t0.elapsed();
     let total_tokens: i64 = chunks.iter().map(|c| c.tokens).sum();
     progress(
         ctx,
@@ -252,6 +254,7 @@ fn index_known(
         }
     }
     check_cancel(ctx)?;
+    let t_embedded = t0.elapsed();
 
     // Write everything, and the final status, in one transaction.
     progress(ctx, vec![("stage", PyValue::Str("saving".into()))]);
@@ -285,6 +288,13 @@ fn index_known(
     }
     db::set_status(&mut tx, ws, doc, final_status, None)?;
     tx.commit()?;
+    log::debug!(
+        "document {doc}: {} chunks, {requests} embedding request(s); read+chunk {} ms, embed {} ms, write {} ms",
+        chunks.len(),
+        t_chunked.as_millis(),
+        (t_embedded - t_chunked).as_millis(),
+        (t0.elapsed() - t_embedded).as_millis()
+    );
 
     Ok(Outcome {
         status: final_status.to_string(),
