@@ -196,3 +196,63 @@ fn ligatures_are_normalised_by_default() {
     let d = pdf::extract(&pdf, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(d.pages[0], "\u{FB01}\n");
 }
+
+#[test]
+fn decompression_bomb_is_bounded() {
+    use std::io::Write;
+    // 64 MiB of spaces deflates to ~64 KiB; the per-stream limit (1 MiB here) stops it.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        z.write_all(&chunk).unwrap_or_default();
+    }
+    let data = z.finish().unwrap_or_default();
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    let objs: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_vec(),
+        [
+            format!(
+                "<< /Length {} /Filter /FlateDecode >>\nstream\n",
+                data.len()
+            )
+            .into_bytes(),
+            data,
+            b"\nendstream".to_vec(),
+        ]
+        .concat(),
+    ];
+    for (i, o) in objs.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend_from_slice(o);
+        pdf.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(b"xref\n0 5\n0000000000 65535 f \n");
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!("trailer\n<< /Size 5 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
+    );
+    let opts = ExtractOptions {
+        max_stream_bytes: 1 << 20,
+        ..ExtractOptions::default()
+    };
+    match pdf::extract(&pdf, &opts) {
+        Ok(d) => assert_eq!(d.pages, vec![String::new()]),
+        Err(e) => assert!(matches!(e, PdfError::LimitExceeded(_)), "{e}"),
+    }
+    // The document limit applies across streams too.
+    let opts = ExtractOptions {
+        max_document_bytes: 1 << 20,
+        ..ExtractOptions::default()
+    };
+    assert!(matches!(
+        pdf::extract(&pdf, &opts),
+        Err(PdfError::LimitExceeded(_))
+    ));
+}

@@ -461,7 +461,7 @@ impl CMap {
         }
         let r = self.find_range(len, code)?;
         match r.dst {
-            RangeDst::Cid(c) => Some(c + (code - r.lo)),
+            RangeDst::Cid(c) => Some(c.wrapping_add(code - r.lo)),
             _ => None,
         }
     }

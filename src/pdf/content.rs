@@ -535,7 +535,11 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 ((g.width * size + spacing) * hscale, 0.0)
             };
             // The glyph's own extent (without Tc/Tw): letter-spaced text shows gaps, as it looks.
-            let (ex, ey) = if vertical {
+            let (px, py) = trm.apply(adv_x, adv_y + gs.rise);
+            let (ex, ey) = if g.width <= 0.0 {
+                // Unknown width: only the pen position says where the glyph ends.
+                (px, py)
+            } else if vertical {
                 trm.apply(0.0, -(g.width * size) + gs.rise)
             } else {
                 trm.apply(g.width * size * hscale, gs.rise)
@@ -571,6 +575,8 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 y: oy,
                 end_x: ex,
                 end_y: ey,
+                pen_x: px,
+                pen_y: py,
                 dir,
                 size: em,
                 is_space,

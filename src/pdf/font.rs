@@ -846,7 +846,7 @@ fn truetype_gid_to_unicode(d: &[u8]) -> HashMap<u32, String> {
                     continue;
                 }
                 for cp in start..=end {
-                    add(gid0 + (cp - start), cp);
+                    add(gid0.wrapping_add(cp - start), cp);
                 }
             }
         }

@@ -15,6 +15,9 @@ pub struct PlacedGlyph<'a> {
     /// Pen position after the glyph.
     pub end_x: f32,
     pub end_y: f32,
+    /// Pen position after the glyph's advance including character/word spacing (Tc/Tw).
+    pub pen_x: f32,
+    pub pen_y: f32,
     /// Unit vector of the writing direction.
     pub dir: (f32, f32),
     /// Font size (em) in device space.
@@ -34,6 +37,9 @@ struct Line {
     /// Pen position after the last glyph.
     end_x: f32,
     end_y: f32,
+    /// Pen position (with Tc/Tw) after the last glyph.
+    pen_x: f32,
+    pen_y: f32,
     /// Baseline reference (last glyph origin).
     base_x: f32,
     base_y: f32,
@@ -51,13 +57,21 @@ struct Line {
 /// Layout tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct LayoutParams {
-    /// Gap (fraction of the font size) above which two glyphs belong to different words.
+    /// Gap (fraction of the font size) above which two glyphs belong to different words. 0.1
+    /// matches pdftotext best on the corpus (0.08: 0.979, 0.1: 0.985, 0.15: 0.978 word F1 per file
+    /// on a 19-file sample; CJK justification is the sensitive case).
     pub word_gap: f32,
+    /// Gap between glyph outlines (fraction of the font size) above which letter-spaced text
+    /// (Tc) is read as separate words; OCR layers use Tc below it to fit words to the scan.
+    pub letter_gap: f32,
 }
 
 impl Default for LayoutParams {
     fn default() -> Self {
-        LayoutParams { word_gap: 0.15 }
+        LayoutParams {
+            word_gap: 0.1,
+            letter_gap: 0.3,
+        }
     }
 }
 
@@ -159,7 +173,11 @@ impl PageLayout {
                         }
                     } else {
                         start_new = false;
-                        space_before = along > self.params.word_gap * size_ref;
+                        // A word gap: the pen moved on (TJ offsets, Td) by more than the word-gap
+                        // ratio, or letter spacing (Tc) opens gaps wider than `letter_gap`.
+                        let along_pen = dot((g.x - cur.pen_x, g.y - cur.pen_y), cur.dir);
+                        space_before = along_pen > self.params.word_gap * size_ref
+                            || along > self.params.letter_gap * size_ref;
                     }
                 }
             }
@@ -194,6 +212,8 @@ impl PageLayout {
                     y0: g.y,
                     end_x: g.end_x,
                     end_y: g.end_y,
+                    pen_x: g.pen_x,
+                    pen_y: g.pen_y,
                     base_x: g.x,
                     base_y: g.y,
                     size,
@@ -213,6 +233,8 @@ impl PageLayout {
                 y0: g.y,
                 end_x: g.x,
                 end_y: g.y,
+                pen_x: g.x,
+                pen_y: g.y,
                 base_x: g.x,
                 base_y: g.y,
                 size,
@@ -295,6 +317,8 @@ impl PageLayout {
         self.bytes += cur.text.len() - before;
         cur.end_x = g.end_x;
         cur.end_y = g.end_y;
+        cur.pen_x = g.pen_x;
+        cur.pen_y = g.pen_y;
         cur.base_x = g.x;
         cur.base_y = g.y;
         if !text.is_empty() && !g.is_space {
@@ -440,6 +464,8 @@ mod tests {
             y,
             end_x: x + w,
             end_y: y,
+            pen_x: x + w,
+            pen_y: y,
             dir: (1.0, 0.0),
             size: 10.0,
             is_space: text == " ",
