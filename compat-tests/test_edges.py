@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from rq import Queue
+from rq import Queue, Retry
 
 import harness
 from harness import wait_for
@@ -345,3 +345,29 @@ def test_job_deleted_while_running_does_not_kill_the_worker(conn, queue, fleet):
     assert w.alive()
     w.signal(signal.SIGTERM)
     assert w.wait(60) == 0
+
+
+def test_stopped_job_is_not_retried(conn, queue, fleet):
+    from rq.command import send_stop_job_command
+    job = queue.enqueue(diag.sleep, 120, retry=Retry(max=2))
+    w = fleet.start(name="stopr-w")
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    wait_for(lambda: getattr(workers_by_name(conn).get("stopr-w"), "state", None) == "busy", timeout=30,
+             what="busy")
+    send_stop_job_command(conn, job.id)
+    wait_for(lambda: status_of(conn, job.id) == "stopped", timeout=60, what="stopped")
+    j = fetch(conn, job.id)
+    assert j.retries_left == 2
+    assert registry_ids(queue, "failed") == [job.id] and queue.count == 0
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    assert status_of(conn, job.id) == "stopped"
+
+
+def test_timeout_is_retried(conn, queue, fleet):
+    job = queue.enqueue(diag.sleep, 60, job_timeout=1, retry=Retry(max=1))
+    w = fleet.burst(timeout=120)
+    j = fetch(conn, job.id)
+    assert status(j) == "failed" and j.retries_left == 0
+    assert "JobTimeoutException" in exc_text(j)
+    assert find_worker(conn, w.name).failed_job_count == 2
