@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import random
+import signal
 import subprocess
 import sys
 import tarfile
@@ -42,6 +44,26 @@ DEMO_SOURCES = [
 ]
 
 
+class Deadline:
+    """Raise TimeoutError when the block runs longer than `seconds` (pypdf loops forever on some of the
+    corpus's deliberately broken files, e.g. a circular page tree)."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+    def _fire(self, *_):
+        raise TimeoutError(f"pypdf took more than {self.seconds} s")
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGALRM, self._fire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
 def read_pdf_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     return gzip.decompress(data) if path.name.endswith(".gz") else data
@@ -49,12 +71,17 @@ def read_pdf_bytes(path: Path) -> bytes:
 
 def page_count(data: bytes) -> int | None:
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            reader.decrypt("")
-        return len(reader.pages)
+        with Deadline(10):
+            return _page_count(data)
     except Exception:  # noqa: BLE001 - unreadable files are the worker's business, not the set's
         return None
+
+
+def _page_count(data: bytes) -> int:
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted:
+        reader.decrypt("")
+    return len(reader.pages)
 
 
 def cut(reader: PdfReader, first: int, last: int) -> bytes:
@@ -71,8 +98,14 @@ class Manifest:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.rows: list[tuple] = []
+        self.hashes: set[str] = set()
 
     def add(self, name: str, data: bytes, pages: int, source: str, first: int, last: int, expect: str = "ready") -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in self.hashes:  # the platform refuses a second upload of the same bytes in a workspace
+            print(f"make_pdf_set: skipping {name}: same bytes as an earlier file", file=sys.stderr)
+            return
+        self.hashes.add(digest)
         (self.out / name).write_bytes(data)
         self.rows.append((name, pages, len(data), source, first, last, expect))
 
@@ -159,22 +192,19 @@ def make_corpus(src: Path, out: Path, docs: int, seed: int) -> None:
     for path in sorted(src.glob("*.pdf")):
         data = path.read_bytes()
         try:
-            reader = PdfReader(io.BytesIO(data))
-            if reader.is_encrypted:
-                # Encrypted files go in whole when short (the worker must cope); cutting them is not attempted.
-                n = page_count(data)
-                if n is not None and n <= MAX_PAGES and len(data) <= MAX_BYTES:
-                    m.add(path.name, data, n, path.name, 1, n)
-                continue
-            n = len(reader.pages)
-        except Exception:  # noqa: BLE001 - a file pypdf cannot open at all still is real input, if short
-            n = None
-        if n is None:
+            with Deadline(20):
+                reader = PdfReader(io.BytesIO(data))
+                encrypted = reader.is_encrypted
+                if encrypted:
+                    reader.decrypt("")
+                n = len(reader.pages)
+        except Exception as e:  # noqa: BLE001 - pypdf cannot read it: we cannot count or cut it either
+            print(f"make_pdf_set: skipping {path.name}: {type(e).__name__}: {e}"[:160], file=sys.stderr)
             continue
         if n <= MAX_PAGES:
             if len(data) <= MAX_BYTES:
                 m.add(path.name, data, n, path.name, 1, n)
-        else:
+        elif not encrypted:
             long_files.append((path.stem, reader, n))
     cursors = {stem: 1 for stem, _, _ in long_files}
     progress = True
@@ -190,7 +220,8 @@ def make_corpus(src: Path, out: Path, docs: int, seed: int) -> None:
             last = min(n, first + size - 1)
             cursors[stem] = last + 1
             try:
-                data = cut(reader, first, last)
+                with Deadline(30):
+                    data = cut(reader, first, last)
             except Exception as e:  # noqa: BLE001
                 print(f"make_pdf_set: cannot cut {stem} {first}-{last}: {e}", file=sys.stderr)
                 cursors[stem] = n + 1

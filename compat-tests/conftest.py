@@ -67,8 +67,9 @@ def worker_kind(pytestconfig):
     return kind
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def redis_server(tmp_path_factory):
+    """A private redis-server per test: nothing a test leaves running can touch the next test."""
     server = harness.RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()

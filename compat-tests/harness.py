@@ -91,6 +91,41 @@ class RedisServer:
                 self.proc.wait(10)
 
 
+def descendants(pid):
+    """Every live process below `pid` (a forking Python worker's horse leaves its process group)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid):
+    """SIGKILL `pid`, its process group and every descendant (all started by this harness)."""
+    victims = descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in [pid] + victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class WorkerProc:
     """One worker process (rq-worker or Python `rq worker`), in its own process group."""
 
@@ -120,10 +155,7 @@ class WorkerProc:
     def kill9_group(self):
         """SIGKILL the worker and every process it started (a forking Python worker's horse too)."""
         if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(self.pid)
         self.proc.wait(30)
 
     def wait(self, timeout=120):
@@ -135,10 +167,7 @@ class WorkerProc:
 
     def close(self):
         if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(self.pid)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

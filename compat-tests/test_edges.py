@@ -305,3 +305,43 @@ def test_v2_fails_colon_ids_visibly(conn, queue, fleet):
     assert status_of(conn, "col:on") == "failed"
     assert exc_text(fetch(conn, "col:on"))
     assert registry_ids(queue, "started") == []
+
+
+def test_round_robin_dequeue_order(conn, fleet):
+    qa, qb = Queue("rr-a", connection=conn), Queue("rr-b", connection=conn)
+    ja = [qa.enqueue(diag.add, i, 0) for i in range(3)]
+    jb = [qb.enqueue(diag.add, i, 0) for i in range(3)]
+    fleet.burst(queues=("rr-a", "rr-b"), extra=("--dequeue-strategy", "round_robin"))
+    order = sorted(ja + jb, key=lambda j: fetch(conn, j.id).started_at)
+    assert [fetch(conn, j.id).origin for j in order] == ["rr-a", "rr-b"] * 3
+
+
+def test_max_idle_time(conn, queue, fleet):
+    job = queue.enqueue(diag.add, 1, 2)
+    w = fleet.start(extra=("--max-idle-time", "2"))
+    assert w.wait(120) == 0
+    assert fetch(conn, job.id).return_value() == 3
+    assert w.name not in workers_by_name(conn)
+
+
+def test_canceled_job_is_not_run(conn, queue, fleet):
+    from rq.job import JobStatus
+    job = queue.enqueue(diag.add, 1, 2)
+    keep = queue.enqueue(diag.add, 3, 4)
+    j = fetch(conn, job.id)
+    j.cancel()
+    fleet.burst()
+    assert status_of(conn, job.id) == JobStatus.CANCELED
+    assert fetch(conn, keep.id).return_value() == 7
+
+
+def test_job_deleted_while_running_does_not_kill_the_worker(conn, queue, fleet):
+    job = queue.enqueue(diag.sleep, 2)
+    w = fleet.start(name="del-w")
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    fetch(conn, job.id).delete()
+    nxt = queue.enqueue(diag.add, 1, 1)
+    wait_for(lambda: status_of(conn, nxt.id) == "finished", timeout=60, what="next job")
+    assert w.alive()
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0

@@ -355,3 +355,42 @@ def test_worker_killed_mid_embedding_then_cleanup(world):
     world.work("maintenance")
     assert finished(job) == 1
     assert world.usage() == (0, 0)
+
+
+def _same_pages_in(worlds, doc: str, pages: list[str]) -> None:
+    ws = worlds[0].workspace_id
+    for w in worlds:
+        if w.workspace_id != ws:
+            w.conn.execute("UPDATE workspaces SET id = %s WHERE id = %s", (ws, w.workspace_id))
+            w.workspace_id = ws
+        w.conn.execute(
+            "INSERT INTO documents (id, workspace_id, filename, file_size_bytes, file_hash_sha256, storage_path, "
+            "status, page_count) VALUES (%s, %s, 'b.pdf', 1, %s, 'p', 'indexing', %s)", (doc, ws, doc, len(pages)))
+        for i, text in enumerate(pages, start=1):
+            w.conn.execute("INSERT INTO document_pages (workspace_id, document_id, page_number, content) "
+                           "VALUES (%s, %s, %s, %s)", (ws, doc, i, text))
+
+
+@pytest.mark.parametrize("limit", [1, 2500, 6000])
+def test_differential_budget_exhaustion_totals(make_world, limit):
+    """Budget exhausted part-way: same document status, error and usage totals as the original."""
+    worlds = [make_world("rq-worker"), make_world("reference")]
+    pages = [words(300 + i, 700) for i in range(3)]
+    docs = ["aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002"]
+    for doc in docs:
+        _same_pages_in(worlds, doc, pages)
+    for w in worlds:
+        w.env_overrides["DAILY_TOKEN_LIMIT"] = str(limit)
+        for doc in docs:
+            w.enqueue_index(doc)
+        w.work("ingest_index")
+    ours, theirs = worlds
+    for doc in docs:
+        assert ours.document(doc) == theirs.document(doc)
+    assert ours.usage() == theirs.usage()
+    used, reserved = ours.usage()
+    assert reserved == 0 and used <= limit
+    assert ours.document(docs[-1]) == {"status": "failed", "error_message": "Insufficient token budget for embeddings",
+                                       "page_count": 3}
+    if limit > 1:
+        assert used > 0, "the limit lets some chunks through"
