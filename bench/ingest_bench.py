@@ -130,12 +130,16 @@ class Services:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
+    drop_vector_index = False
+
     def reset_database(self) -> psycopg.Connection:
         with psycopg.connect(self.pg_admin + "/postgres", autocommit=True) as c:
             c.execute("DROP DATABASE IF EXISTS enterprise_rag WITH (FORCE)")
             c.execute("CREATE DATABASE enterprise_rag")
         conn = psycopg.connect(self.db_url, autocommit=True)
         conn.execute((FIXTURES / "schema.sql").read_text())
+        if self.drop_vector_index:
+            conn.execute("DROP INDEX idx_chunk_embeddings_vector")
         return conn
 
     def close(self) -> None:
@@ -380,6 +384,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["rq-worker", "reference"])
     ap.add_argument("--shared", action="store_true",
                     help="also run one rq-worker process on both queues (ingest_index first) with --concurrency 8")
+    ap.add_argument("--drop-vector-index", action="store_true",
+                    help="diagnostic, not the platform's schema: no HNSW index on chunk_embeddings.embedding")
     ap.add_argument("--timeout", type=float, default=3600, help="give up a run after this many seconds")
     args = ap.parse_args()
 
@@ -401,6 +407,9 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="rqw-ingest-bench-"))
     os.chmod(base, 0o755)  # PostgreSQL runs as a non-root user when we are root
     svc = Services(base)
+    svc.drop_vector_index = args.drop_vector_index
+    if args.drop_vector_index:
+        print("diagnostic run: chunk_embeddings has no HNSW index (not the platform's schema)")
     results = []
     try:
         kinds = [args.only] if args.only else ["reference", "rq-worker"]
