@@ -13,7 +13,9 @@ status and both queues and started registries are empty. Printed per worker: doc
 pages), chunks, embedding requests (counted by the stand-in), peak RSS summed over the worker processes
 and their forked work horses (sampled from /proc every 50 ms), final statuses; then the ratios.
 
-    python bench/ingest_bench.py [--docs 240] [--corpus DIR] [--only rq-worker|reference]
+    python bench/ingest_bench.py [--docs 240] [--corpus DIR] [--only rq-worker|reference] [--shared]
+
+--shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 8`).
 
 The PDF set comes from the corpus of /work/shared/corpus/pdf-corpus.sh (downloaded into --corpus when
 that folder holds no PDFs yet): files of at most 10 pages as they are, longer ones cut into 2-10-page
@@ -103,12 +105,15 @@ class Services:
                               str(os.getpid())], capture_output=True, text=True,
                              env={**os.environ, "PYTHON": sys.executable}, check=True).stdout
         pg = dict(line.split("=", 1) for line in out.split() if "=" in line)
+        self.postmaster = int((self.pg_dir / "data" / "postmaster.pid").read_text().split()[0])
         self.pg_admin = f"postgresql://postgres@127.0.0.1:{pg['PGPORT']}"
         self.db_url = f"{self.pg_admin}/enterprise_rag"
         self.storage_root = base / "storage"
         self.storage_root.mkdir()
         self.storage_url = self._stand_in("storage_server.py", "--root", str(self.storage_root), "--key", STORAGE_KEY)
         self.embeddings_url = self._stand_in("embeddings_server.py", "--key", OPENAI_KEY)
+        self.component_pids = {"redis": [self.procs[0].pid], "postgres": [self.postmaster],
+                               "storage stand-in": [self.procs[1].pid], "embeddings stand-in": [self.procs[2].pid]}
 
     def _stand_in(self, script: str, *args: str) -> str:
         p = subprocess.Popen([sys.executable, str(FIXTURES / "stand_ins" / script), *args,
@@ -125,12 +130,16 @@ class Services:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
+    drop_vector_index = False
+
     def reset_database(self) -> psycopg.Connection:
         with psycopg.connect(self.pg_admin + "/postgres", autocommit=True) as c:
             c.execute("DROP DATABASE IF EXISTS enterprise_rag WITH (FORCE)")
             c.execute("CREATE DATABASE enterprise_rag")
         conn = psycopg.connect(self.db_url, autocommit=True)
         conn.execute((FIXTURES / "schema.sql").read_text())
+        if self.drop_vector_index:
+            conn.execute("DROP INDEX idx_chunk_embeddings_vector")
         return conn
 
     def close(self) -> None:
@@ -192,6 +201,37 @@ def process_tree_rss(roots: list[int]) -> int:
     return total
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) of the roots and their live descendants, plus what their reaped children
+    used (cutime/cstime): forked work horses and closed PostgreSQL backends included."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo, seen = 0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        f = stats[pid]
+        total += sum(int(v) for v in f[11:15])  # utime stime cutime cstime
+        todo.extend(children.get(pid, []))
+    return total / TICK
+
+
 class RssSampler(threading.Thread):
     def __init__(self, roots: list[int], period: float = 0.05) -> None:
         super().__init__(daemon=True)
@@ -206,17 +246,35 @@ class RssSampler(threading.Thread):
 
 
 # -- one run ------------------------------------------------------------------------------------------
+def index_phases(log: Path) -> dict | None:
+    """Summed per-document index phases from rq-worker's debug lines (thread-milliseconds)."""
+    import re
+
+    pat = re.compile(r"read\+chunk (\d+) ms, embed (\d+) ms, write (\d+) ms")
+    sums, n = [0, 0, 0], 0
+    for line in log.read_text(errors="replace").splitlines():
+        m = pat.search(line)
+        if m:
+            n += 1
+            for i in range(3):
+                sums[i] += int(m.group(i + 1))
+    return {"documents": n, "read+chunk": sums[0] / 1000, "embed": sums[1] / 1000, "write": sums[2] / 1000} if n else None
+
+
 def worker_commands(kind: str, redis_url: str, bin_path: str) -> list[list[str]]:
     if kind == "reference":
         rq = str(Path(sys.executable).parent / "rq")
         return ([[rq, "worker", "--url", redis_url, "ingest_extract"]] * 5
                 + [[rq, "worker", "--url", redis_url, "ingest_index"]] * 3)
+    if kind == "rq-worker-shared":
+        return [[bin_path, "--url", redis_url, "ingest_index", "ingest_extract", "--concurrency", "8"]]
     return [[bin_path, "--url", redis_url, "ingest_extract", "--concurrency", "5"],
             [bin_path, "--url", redis_url, "ingest_index", "--concurrency", "3"]]
 
 
 def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str, log_dir: Path,
         timeout: float) -> dict:
+    load = os.getloadavg()[0]
     conn = svc.reset_database()
     svc.redis.flushdb()
     svc.embeddings_stats(reset=True)
@@ -244,6 +302,8 @@ def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str
     })
     if kind == "reference":
         env["PYTHONPATH"] = str(FIXTURES / "reference_worker")
+    else:
+        env["RUST_LOG"] = "info,rq_worker::jobs::ingest::index=debug"  # per-document phase times
     cmds = worker_commands(kind, svc.redis_url, bin_path)
     procs = []
     for i, cmd in enumerate(cmds):
@@ -259,6 +319,8 @@ def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str
                 raise RuntimeError(f"{kind} workers did not start; see {log_dir}")
             time.sleep(0.05)
         queue = Queue("ingest_extract", connection=svc.redis)
+        components = {"workers": [p.pid for p in procs], **svc.component_pids}
+        cpu0 = {k: process_tree_cpu(v) for k, v in components.items()}
         t0 = time.perf_counter()
         for document_id, workspace_id, _, _, _, storage_path in rows:
             queue.enqueue("jobs.ingest_extract.ingest_extract", workspace_id=workspace_id,
@@ -273,6 +335,7 @@ def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str
             if (final == len(ids) and not any(q.count for q in queues)
                     and not any(StartedJobRegistry(queue=q).count for q in queues)):
                 elapsed = time.perf_counter() - t0
+                cpu = {k: process_tree_cpu(v) - cpu0[k] for k, v in components.items()}
                 break
             now = time.perf_counter()
             if now - t0 > timeout:
@@ -307,7 +370,8 @@ def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str
     return {"kind": kind, "seconds": elapsed, "docs": len(docs), "pages": sum(d["pages"] for d in docs),
             "pages_stored": pages_stored, "chunks": chunks, "embeddings": embeddings,
             "requests": stats.get("requests", 0), "inputs": stats.get("inputs", 0), "per_doc_bound": per_doc_bound,
-            "rss_mb": sampler.peak / 2**20, "statuses": dict(sorted(statuses.items())), "failures": failures}
+            "rss_mb": sampler.peak / 2**20, "statuses": dict(sorted(statuses.items())), "failures": failures, "load": load,
+            "cpu": cpu, "phases": index_phases(log_dir / f"{kind}-{len(procs) - 1}.log") if kind != "reference" else None}
 
 
 def main() -> None:
@@ -318,6 +382,10 @@ def main() -> None:
                     help="folder of the pdf-corpus.sh PDFs (fetched there when empty)")
     ap.add_argument("--corpus-script", default=CORPUS_SCRIPT)
     ap.add_argument("--only", choices=["rq-worker", "reference"])
+    ap.add_argument("--shared", action="store_true",
+                    help="also run one rq-worker process on both queues (ingest_index first) with --concurrency 8")
+    ap.add_argument("--drop-vector-index", action="store_true",
+                    help="diagnostic, not the platform's schema: no HNSW index on chunk_embeddings.embedding")
     ap.add_argument("--timeout", type=float, default=3600, help="give up a run after this many seconds")
     args = ap.parse_args()
 
@@ -339,16 +407,23 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="rqw-ingest-bench-"))
     os.chmod(base, 0o755)  # PostgreSQL runs as a non-root user when we are root
     svc = Services(base)
+    svc.drop_vector_index = args.drop_vector_index
+    if args.drop_vector_index:
+        print("diagnostic run: chunk_embeddings has no HNSW index (not the platform's schema)")
     results = []
     try:
-        for kind in ([args.only] if args.only else ["reference", "rq-worker"]):
+        kinds = [args.only] if args.only else ["reference", "rq-worker"]
+        if args.shared:
+            kinds.append("rq-worker-shared")
+        for kind in kinds:
             print(f"running {kind} ...", flush=True)
             results.append(run(kind, svc, pdf_dir, docs, bin_path, log_dir, args.timeout))
     finally:
         svc.close()
         shutil.rmtree(base, ignore_errors=True)
 
-    label = {"reference": "Python rq worker (5+3 processes)", "rq-worker": "rq-worker (-c 5, -c 3)"}
+    label = {"reference": "Python rq worker (5+3 processes)", "rq-worker": "rq-worker (-c 5, -c 3)",
+             "rq-worker-shared": "rq-worker, one process on both queues (-c 8)"}
     print()
     print(f"| worker | documents/s | pages/s | seconds | chunks | embedding requests | peak RSS | final statuses |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -356,8 +431,8 @@ def main() -> None:
         st = ", ".join(f"{k} {v}" for k, v in r["statuses"].items())
         print(f"| {label[r['kind']]} | {r['docs'] / r['seconds']:.2f} | {r['pages'] / r['seconds']:.1f} | "
               f"{r['seconds']:.1f} | {r['chunks']} | {r['requests']} | {r['rss_mb']:.0f} MB | {st} |")
-    if len(results) == 2:
-        ref, ours = results
+    if len(results) >= 2 and results[0]["kind"] == "reference":
+        ref, ours = results[0], results[1]
         print(f"| ratio | {ref['seconds'] / ours['seconds']:.1f}x | {ref['seconds'] / ours['seconds']:.1f}x | | | "
               f"{ref['requests'] / max(1, ours['requests']):.1f}x fewer | "
               f"{ref['rss_mb'] / max(1e-9, ours['rss_mb']):.1f}x less | |")
@@ -366,6 +441,14 @@ def main() -> None:
         print(f"{label[r['kind']]}: {r['pages_stored']} pages stored, {r['embeddings']} embeddings, "
               f"{r['requests']} requests carrying {r['inputs']} inputs; chunks/32 = {r['chunks'] / 32:.1f}, "
               f"sum over documents of ceil(chunks/32) = {r['per_doc_bound']}")
+    for r in results:
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu"].items())
+        print(f"{label[r['kind']]}: CPU seconds during the run: {cpu} (wall {r['seconds']:.1f} s, "
+              f"{os.cpu_count()} cores, load average before {r['load']:.1f})")
+        if r["phases"]:
+            ph = r["phases"]
+            print(f"  index jobs ({ph['documents']} documents), thread-seconds: read+chunk {ph['read+chunk']:.1f}, "
+                  f"embed {ph['embed']:.1f}, write {ph['write']:.1f}")
     for r in results:
         for name, error in r["failures"]:
             print(f"  {r['kind']} failed {name}: {(error or '').splitlines()[0][:150] if error else ''}")

@@ -1660,9 +1660,7 @@ mod tests {
             dag.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94]);
         }
         dag.push(b'.');
-        let t = std::time::Instant::now();
         assert!(matches!(loads(&p(&dag)), Err(LimitExceeded(_))));
-        assert!(t.elapsed() < std::time::Duration::from_secs(20));
         // Lengths larger than the input.
         assert_eq!(
             loads(&p(&[&[0x8d][..], &u64::MAX.to_le_bytes(), b"."].concat())),

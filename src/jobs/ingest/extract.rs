@@ -156,7 +156,8 @@ fn extract_known(
 
     let pdf = pdf_text::open(&bytes)?;
     let pages_total = pdf.page_count();
-    if pages_total > config.max_pdf_page_count as usize {
+    let too_many = |n: usize| n > config.max_pdf_page_count as usize;
+    if too_many(pages_total) {
         return Err(IngestError::Value(format!(
             "PDF has {pages_total} pages; at most {} are allowed (MAX_PDF_PAGE_COUNT)",
             config.max_pdf_page_count
@@ -184,6 +185,18 @@ fn extract_known(
         .collect();
     drop(bytes); // the PDF is not needed while the pages are written
     check_cancel(ctx)?;
+    // When the cheap count could not tell (some encrypted files), the extraction did.
+    let pages_total = if pages_total == 0 {
+        pages.len()
+    } else {
+        pages_total
+    };
+    if too_many(pages_total) {
+        return Err(IngestError::Value(format!(
+            "PDF has {pages_total} pages; at most {} are allowed (MAX_PDF_PAGE_COUNT)",
+            config.max_pdf_page_count
+        )));
+    }
     let text_chars: usize = pages
         .iter()
         .map(|p| super::chunking::py_strip(p).chars().count())

@@ -18,16 +18,15 @@ pub struct OpenedPdf<'a> {
     page_count: u32,
 }
 
-/// Read the page count (no text yet).
+/// Read the page count (no text yet). A count of 0 from the cheap path (some encrypted files) is
+/// taken as unknown: the extraction then tells the real count.
 pub fn open(bytes: &[u8]) -> Result<OpenedPdf<'_>, PdfTextError> {
     let page_count = pdf::page_count(bytes)?;
-    if page_count == 0 {
-        return Err(PdfTextError(PdfError::Parse("the PDF has no pages".into())));
-    }
     Ok(OpenedPdf { bytes, page_count })
 }
 
 impl OpenedPdf<'_> {
+    /// Pages in the document; 0 when only the extraction can tell.
     pub fn page_count(&self) -> usize {
         self.page_count as usize
     }
@@ -43,6 +42,10 @@ impl OpenedPdf<'_> {
             cancel: Some(cancel),
             ..ExtractOptions::default()
         };
-        Ok(pdf::extract(self.bytes, &opts)?.pages)
+        let doc = pdf::extract(self.bytes, &opts)?;
+        if doc.pages.is_empty() {
+            return Err(PdfTextError(PdfError::Parse("the PDF has no pages".into())));
+        }
+        Ok(doc.pages)
     }
 }
