@@ -155,7 +155,7 @@ def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, red
     assert len(queue.fetch_job("t-fail").results()) == 2
 
     # long-running job, sampled while it runs
-    queue.enqueue(diag.sleep, 8, job_id="t-slow")
+    queue.enqueue(diag.sleep, 25, job_id="t-slow")   # long enough for the probes below, even on a busy machine
     wait_for(lambda: status_of(conn, "t-slow") == "started", timeout=60, what="t-slow started")
     ids.append("t-slow")
     check_invariant(dash, url, ids)
@@ -163,8 +163,8 @@ def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, red
     rec = dash.ok("/0/data/workers.json")["workers"][0]
     assert rec["state"] == "busy"
     assert rec["current_job"]["job_id"] == "t-slow"
-    assert rec["current_job"]["call_string"] == "rq_worker.diag.sleep(8)"
-    assert rec["current_job"]["description"] == "rq_worker.diag.sleep(8)"
+    assert rec["current_job"]["call_string"] == "rq_worker.diag.sleep(25)"
+    assert rec["current_job"]["description"] == "rq_worker.diag.sleep(25)"
     # 10.
     assert queue_entry(dash)["started_job_registry_count"] == 1
     assert listed(dash, "started") == ["t-slow"]

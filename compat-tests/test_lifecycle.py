@@ -59,7 +59,7 @@ def test_idle_worker_record(conn, queue, fleet):
 
 
 def test_mid_flight_state(conn, queue, fleet):
-    job = queue.enqueue(diag.sleep, 4)
+    job = queue.enqueue(diag.sleep, 12)   # outlives the probes below, even on a busy machine
     w = fleet.start(name="busy-w", job_monitoring_interval=1)
     wait_started(conn, job.id)
     # StartedJobRegistry lists the job; its expiry is in the future
@@ -82,7 +82,7 @@ def test_mid_flight_state(conn, queue, fleet):
     rec = workers_by_name(conn)["busy-w"]
     assert rec.get_current_job_id() is None
     assert rec.successful_job_count == 1 and rec.total_working_time > 0
-    assert fetch(conn, job.id).return_value() == 4
+    assert fetch(conn, job.id).return_value() == 12
     assert registry_ids(queue, "started") == []
     w.signal(signal.SIGTERM)
     assert w.wait(60) == 0
@@ -107,14 +107,14 @@ def test_stop_job_command(conn, queue, fleet):
 
 
 def test_warm_shutdown_finishes_the_job(conn, queue, fleet):
-    job = queue.enqueue(diag.sleep, 3)
+    job = queue.enqueue(diag.sleep, 6)
     w = fleet.start(name="warm-w")
     wait_started(conn, job.id)
     waiting = queue.enqueue(diag.add, 1, 1)
     w.signal(signal.SIGTERM)
     assert w.wait(120) == 0
     j = fetch(conn, job.id)
-    assert status(j) == "finished" and j.return_value() == 3
+    assert status(j) == "finished" and j.return_value() == 6
     # nothing new was dequeued after the shutdown request
     assert status_of(conn, waiting.id) == "queued" and queue.job_ids == [waiting.id]
     assert registry_ids(queue, "started") == []
@@ -228,7 +228,7 @@ def test_concurrency_four_threads_four_workers(conn, queue, fleet):
     for n in names:
         rec = workers_by_name(conn)[n]
         assert rec.queue_names() == ["default"] and rec.pid == w.pid
-    jobs = [queue.enqueue(diag.sleep, 4) for _ in range(4)]
+    jobs = [queue.enqueue(diag.sleep, 12) for _ in range(4)]
     for j in jobs:
         wait_started(conn, j.id)
     recs = workers_by_name(conn)
