@@ -13,8 +13,18 @@ use redis::{ConnectionLike, Script, Value};
 use crate::rq::keys::Keys;
 use crate::rq::time::Timestamp;
 
-static START: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/start.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/finish.lua")));
+static START: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/start_fn.lua"),
+        include_str!("lua/start.lua")
+    ))
+});
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/start_fn.lua"),
+        include_str!("lua/finish.lua")
+    ))
+});
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 static SCHED_LOCK: LazyLock<Script> =
@@ -130,6 +140,10 @@ pub fn start(
         }
     }
     let reply: Value = inv.invoke(con)?;
+    parse_start_reply(reply)
+}
+
+fn parse_start_reply(reply: Value) -> redis::RedisResult<StartOutcome> {
     let Value::Array(items) = reply else {
         return Err(protocol_error("start: not an array"));
     };
@@ -208,12 +222,42 @@ pub enum Recorded {
     Gone,
 }
 
+/// The next job to start in the same call as recording an outcome.
+#[derive(Debug, Clone)]
+pub struct NextStart<'a> {
+    pub queues: &'a [String],
+    pub execution_id: &'a str,
+    pub interval_secs: u64,
+    pub layout: Layout,
+}
+
 /// Record the outcome of an execution, dependents included, in one atomic step.
 pub fn finish(
     con: &mut dyn ConnectionLike,
     keys: &Keys,
     f: &Finish<'_>,
 ) -> redis::RedisResult<Recorded> {
+    finish_inner(con, keys, f, None).map(|(r, _)| r)
+}
+
+/// Record the outcome and, in the same atomic call, dequeue and start the next job (one round
+/// trip per job on a busy queue instead of two).
+pub fn finish_and_start(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    f: &Finish<'_>,
+    next: &NextStart<'_>,
+) -> redis::RedisResult<(Recorded, StartOutcome)> {
+    let (recorded, started) = finish_inner(con, keys, f, Some(next))?;
+    Ok((recorded, started.unwrap_or(StartOutcome::Empty)))
+}
+
+fn finish_inner(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    f: &Finish<'_>,
+    next: Option<&NextStart<'_>>,
+) -> redis::RedisResult<(Recorded, Option<StartOutcome>)> {
     let now = Timestamp::now();
     let (outcome, allow_retry, counter) = match f.outcome {
         Outcome::Finished => ("finished", false, "successful_job_count"),
@@ -259,12 +303,36 @@ pub fn finish(
         .arg(f.worker_ttl)
         .arg("counter")
         .arg(counter);
+    if let Some(n) = next {
+        inv.arg("next_queues")
+            .arg(n.queues.join(","))
+            .arg("next_execution_id")
+            .arg(n.execution_id)
+            .arg("next_interval")
+            .arg(n.interval_secs)
+            .arg("next_compat")
+            .arg(if n.layout == Layout::Compat { "1" } else { "0" });
+    }
     let reply: Value = inv.invoke(con)?;
-    let Value::Array(items) = reply else {
+    let Value::Array(mut items) = reply else {
         return Err(protocol_error("finish: not an array"));
     };
+    // Fused form: {result, start_reply}.
+    let mut started = None;
+    if next.is_some() && matches!(items.first(), Some(Value::Array(_))) {
+        let start_reply = if items.len() > 1 {
+            items.swap_remove(1)
+        } else {
+            Value::Nil
+        };
+        started = Some(parse_start_reply(start_reply)?);
+        match items.swap_remove(0) {
+            Value::Array(inner) => items = inner,
+            _ => return Err(protocol_error("finish: not an array")),
+        }
+    }
     let status = items.first().and_then(bulk_text).unwrap_or_default();
-    Ok(match status.as_str() {
+    let recorded = match status.as_str() {
         "finished" => Recorded::Finished,
         "failed" => Recorded::Failed,
         "stopped" => Recorded::Stopped,
@@ -272,7 +340,8 @@ pub fn finish(
         "scheduled" => Recorded::Scheduled(items.get(1).and_then(bulk_text).unwrap_or_default()),
         "gone" => Recorded::Gone,
         _ => return Err(protocol_error("finish: unknown status")),
-    })
+    };
+    Ok((recorded, started))
 }
 
 /// A running execution, as the heartbeat needs it.

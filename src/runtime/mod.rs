@@ -83,9 +83,14 @@ impl Process {
     }
 
     pub fn max_jobs_reached(&self) -> bool {
+        self.max_jobs_reached_after(0)
+    }
+
+    /// Whether `--max-jobs` is reached once `more` further jobs are done.
+    pub fn max_jobs_reached_after(&self, more: u64) -> bool {
         self.config
             .max_jobs
-            .is_some_and(|m| self.jobs_done.load(Ordering::SeqCst) >= m)
+            .is_some_and(|m| self.jobs_done.load(Ordering::SeqCst) + more >= m)
     }
 }
 

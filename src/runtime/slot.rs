@@ -19,7 +19,7 @@ use crate::jobs::{Args, CancelReason, CancelToken, JobContext, JobError};
 use crate::rq::codec::{self, Payload};
 use crate::rq::job::JobRecord;
 use crate::rq::scripts::{
-    self, Finish, Layout, Outcome, Recorded, StartFrom, StartOutcome, Started,
+    self, Finish, Layout, NextStart, Outcome, Recorded, StartFrom, StartOutcome, Started,
 };
 use crate::rq::time::Timestamp;
 use crate::rq::value::PyValue;
@@ -167,7 +167,28 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap_or(-1);
     let mut client_id = client_id;
 
+    // A job the previous outcome's script already dequeued and started: it runs whatever
+    // happens next (it is in the started registry under this worker).
+    let mut pending: Option<(Started, String)> = None;
     loop {
+        if let Some((s, execution_id)) = pending.take() {
+            if cfg.dequeue_strategy == DequeueStrategy::RoundRobin {
+                rotate_after(&mut queues, &s.queue);
+            }
+            slot.beat();
+            pending = run_job(
+                &process,
+                &slot,
+                &mut executor,
+                &mut con,
+                &mut client_id,
+                s,
+                execution_id,
+                &queues,
+            );
+            idle_since = Instant::now();
+            continue;
+        }
         if process.shutdown.stopping()
             || slot.stop.load(Ordering::SeqCst)
             || process.max_jobs_reached()
@@ -198,7 +219,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                     rotate_after(&mut queues, &s.queue);
                 }
                 slot.beat();
-                run_job(
+                pending = run_job(
                     &process,
                     &slot,
                     &mut executor,
@@ -206,6 +227,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                     &mut client_id,
                     s,
                     execution_id,
+                    &queues,
                 );
                 idle_since = Instant::now();
             }
@@ -282,7 +304,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                             match r {
                                 Ok(StartOutcome::Started(s)) => {
                                     slot.beat();
-                                    run_job(
+                                    pending = run_job(
                                         &process,
                                         &slot,
                                         &mut executor,
@@ -290,6 +312,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                         &mut client_id,
                                         s,
                                         execution_id,
+                                        &queues,
                                     );
                                     idle_since = Instant::now();
                                 }
@@ -379,6 +402,7 @@ fn handle_redis_error(
 }
 
 /// Execute one started job and record its outcome.
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     process: &Arc<Process>,
     slot: &Arc<SlotShared>,
@@ -387,7 +411,8 @@ fn run_job(
     client_id: &mut i64,
     s: Started,
     execution_id: String,
-) {
+    next_queues: &[String],
+) -> Option<(Started, String)> {
     let name = slot.info.name.clone();
     let started_f = Timestamp::now().epoch_f();
     let started_at = Instant::now();
@@ -442,15 +467,37 @@ fn run_job(
         working_time_secs: elapsed.as_secs_f64(),
         worker_ttl: process.idle_ttl(),
     };
+    // On a busy queue the next job is dequeued and started in the same call (one round trip
+    // per job), unless this slot is about to stop.
+    let next_execution_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut next = (!process.shutdown.stopping()
+        && !slot.stop.load(Ordering::SeqCst)
+        && !process.max_jobs_reached_after(1))
+    .then(|| NextStart {
+        queues: next_queues,
+        execution_id: &next_execution_id,
+        interval_secs: process.config.job_monitoring_interval,
+        layout: process.layout,
+    });
+    let mut next_started = None;
     // The outcome is kept until Redis takes it: an outage delays the write, it never loses it.
     let mut delay = Duration::from_millis(100);
     let recorded = loop {
-        match scripts::finish(con, &process.keys, &finish) {
+        let attempt = match &next {
+            Some(n) => scripts::finish_and_start(con, &process.keys, &finish, n).map(|(r, s)| {
+                next_started = Some(s);
+                r
+            }),
+            None => scripts::finish(con, &process.keys, &finish),
+        };
+        match attempt {
             Ok(r) => break Some(r),
             Err(e) if is_connection_error(&e) => {
                 warn!(
                     "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
                 );
+                // Whether the failed call ran is unknown: retry the plain write only.
+                next = None;
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(10));
                 if let Ok(c) = process
@@ -514,6 +561,10 @@ fn run_job(
             info!("{tag} status={} elapsed_ms={ms}", decided.status_word)
         }
         None => {}
+    }
+    match next_started {
+        Some(StartOutcome::Started(s)) => Some((s, next_execution_id)),
+        _ => None,
     }
 }
 
