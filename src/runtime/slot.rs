@@ -167,8 +167,9 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap_or(-1);
     let mut client_id = client_id;
 
-    // A job the previous outcome's script already dequeued and started: it runs whatever
-    // happens next (it is in the started registry under this worker).
+    // A job already dequeued and marked started (by the start script, or by the previous
+    // outcome's script): it runs whatever happens next, since it is in the started registry
+    // under this worker. This is the only place jobs are run.
     let mut pending: Option<(Started, String)> = None;
     loop {
         if let Some((s, execution_id)) = pending.take() {
@@ -215,21 +216,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
             Ok(StartOutcome::Started(s)) => {
                 state_suspended = false;
                 backoff = Duration::from_millis(10);
-                if cfg.dequeue_strategy == DequeueStrategy::RoundRobin {
-                    rotate_after(&mut queues, &s.queue);
-                }
-                slot.beat();
-                pending = run_job(
-                    &process,
-                    &slot,
-                    &mut executor,
-                    &mut con,
-                    &mut client_id,
-                    s,
-                    execution_id,
-                    &queues,
-                );
-                idle_since = Instant::now();
+                pending = Some((s, execution_id));
             }
             Ok(StartOutcome::Suspended) => {
                 if cfg.burst {
@@ -302,20 +289,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                 false,
                             );
                             match r {
-                                Ok(StartOutcome::Started(s)) => {
-                                    slot.beat();
-                                    pending = run_job(
-                                        &process,
-                                        &slot,
-                                        &mut executor,
-                                        &mut con,
-                                        &mut client_id,
-                                        s,
-                                        execution_id,
-                                        &queues,
-                                    );
-                                    idle_since = Instant::now();
-                                }
+                                Ok(StartOutcome::Started(s)) => pending = Some((s, execution_id)),
                                 Ok(_) => {}
                                 Err(e) => {
                                     handle_redis_error(&process, &slot, &mut con, &mut client_id, e)
