@@ -114,6 +114,21 @@ pub struct DocumentLocation {
 }
 
 /// Find a document by id alone (the older `run(document_id)` API).
+/// The `run(document_id)` job forms: the document's workspace, bucket and storage path, or the
+/// job error for a malformed id, an unreachable database or a missing row.
+pub fn locate_document_for_run(
+    services: &super::Services,
+    document_id: &str,
+) -> Result<DocumentLocation, crate::jobs::JobError> {
+    let located = (|| {
+        let doc = super::parse_uuid(document_id)?;
+        let mut conn = services.db()?;
+        locate_document(&mut *conn, &doc)
+    })()
+    .map_err(IngestError::into_job_error)?;
+    located.ok_or_else(|| crate::jobs::JobError::failed("ValueError", "Document not found"))
+}
+
 pub fn locate_document(
     db: &mut impl GenericClient,
     document_id: &str,

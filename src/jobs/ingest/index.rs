@@ -27,15 +27,7 @@ pub fn ingest_index(
 pub fn run(services: &Services, ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
     let document_id: String = args.required(0, "document_id")?;
     args.finish()?;
-    let located = (|| {
-        let doc = parse_uuid(&document_id)?;
-        let mut conn = services.db()?;
-        db::locate_document(&mut *conn, &doc)
-    })()
-    .map_err(IngestError::into_job_error)?;
-    let Some(loc) = located else {
-        return Err(JobError::failed("ValueError", "Document not found"));
-    };
+    let loc = db::locate_document_for_run(services, &document_id)?;
     index(services, ctx, &loc.workspace_id, &document_id)
 }
 
