@@ -48,6 +48,14 @@ struct Line {
     marks: Vec<(f32, char)>,
     /// The last single-character glyph: (start, end along the line, byte index in `text`, char).
     last: Option<(f32, f32, usize, char)>,
+    /// The last glyph: where its text starts and ends in `text` (the next glyph goes after it,
+    /// or before it when drawn to its left), where it starts along the line, whether it is
+    /// right-to-left script, and whether it was itself drawn to the left of its predecessor.
+    g_idx: usize,
+    g_end: usize,
+    g_start: f32,
+    g_rtl: bool,
+    g_left: bool,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -144,6 +152,9 @@ impl PageLayout {
         let first = text.chars().next();
         let mut start_new = true;
         let mut space_before = false;
+        // Drawn to the left of the previous glyph (right-to-left text shown in logical order,
+        // as LuaTeX does): its text goes before that glyph's, keeping the line in visual order.
+        let mut before_prev = false;
         if let Some(cur) = self.cur.as_mut() {
             if dot(cur.dir, g.dir) > 0.95 {
                 let delta = (g.x - cur.end_x, g.y - cur.end_y);
@@ -168,8 +179,22 @@ impl PageLayout {
                                 return;
                             }
                         }
-                        if along > -3.0 * size_ref {
+                        let (gs, ge) = {
+                            let a = dot((g.x, g.y), cur.dir);
+                            let b = dot((g.end_x, g.end_y), cur.dir);
+                            (a.min(b), a.max(b))
+                        };
+                        let leftward = ge <= cur.g_start + 0.1 * size_ref && ge > gs;
+                        let rtl = cur.g_rtl || text.chars().any(is_rtl);
+                        if along > -3.0 * size_ref || (leftward && rtl) {
                             start_new = false;
+                            if leftward && rtl {
+                                before_prev = true;
+                                space_before = cur.g_start - ge > self.params.word_gap * size_ref;
+                            } else if cur.g_left && gs < cur.g_start + 0.5 * size_ref {
+                                // A mark over a glyph of a leftward run.
+                                before_prev = true;
+                            }
                         }
                     } else {
                         start_new = false;
@@ -219,6 +244,11 @@ impl PageLayout {
                     size,
                     marks: Vec::new(),
                     last: None,
+                    g_idx: 0,
+                    g_end: 0,
+                    g_start: dot((g.x, g.y), g.dir).min(dot((g.end_x, g.end_y), g.dir)),
+                    g_rtl: false,
+                    g_left: false,
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -240,6 +270,11 @@ impl PageLayout {
                 size,
                 marks: Vec::new(),
                 last: None,
+                g_idx: 0,
+                g_end: 0,
+                g_start: dot((g.x, g.y), g.dir),
+                g_rtl: false,
+                g_left: false,
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -263,6 +298,7 @@ impl PageLayout {
             let overlap = s1.min(pe) - s0.max(ps);
             let minw = (s1 - s0).min(pe - ps);
             if !space_before
+                && !before_prev
                 && minw > 0.0
                 && overlap > 0.4 * minw
                 && idx + pc.len_utf8() == cur.text.len()
@@ -281,19 +317,73 @@ impl PageLayout {
                     cur.text.truncate(idx);
                     cur.text.extend([base, mark].into_iter().nfc());
                     cur.last = None;
+                    cur.g_idx = idx;
+                    cur.g_end = cur.text.len();
                     composed = true;
                 }
             }
         }
+        let at_end = !before_prev && cur.g_end == cur.text.len();
+        let is_blank = g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty();
         if composed {
-        } else if g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty() {
+        } else if !at_end {
+            // Insert before or after the previous glyph, inside the line.
+            let mut piece = String::new();
+            if !is_blank {
+                for ch in text.chars() {
+                    if ch.is_control() {
+                        continue;
+                    }
+                    piece.push(if ch.is_whitespace() { ' ' } else { ch });
+                }
+            }
+            let (gs, _) = {
+                let a = dot((g.x, g.y), cur.dir);
+                let b = dot((g.end_x, g.end_y), cur.dir);
+                (a.min(b), a.max(b))
+            };
+            let at = if before_prev { cur.g_idx } else { cur.g_end }.min(cur.text.len());
+            if cur.text.is_char_boundary(at) {
+                let before_len = if is_blank || (space_before && !before_prev) {
+                    let prev_space = cur.text[..at].ends_with(' ') || at == 0;
+                    usize::from(!prev_space)
+                } else {
+                    0
+                };
+                let after_space = is_blank || (space_before && before_prev);
+                let mut ins = String::with_capacity(piece.len() + 2);
+                if before_len == 1 {
+                    ins.push(' ');
+                }
+                ins.push_str(&piece);
+                if after_space && !piece.is_empty() && !cur.text[at..].starts_with(' ') {
+                    ins.push(' ');
+                }
+                if !ins.is_empty() {
+                    cur.text.insert_str(at, &ins);
+                }
+                cur.g_idx = at + before_len;
+                cur.g_end = cur.g_idx + piece.len();
+                cur.g_start = gs;
+                cur.g_left = before_prev;
+                if !piece.is_empty() {
+                    cur.g_rtl = piece.chars().any(is_rtl);
+                }
+                cur.last = None;
+            }
+        } else if is_blank {
             if !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
             }
+            cur.g_idx = cur.text.len();
+            cur.g_end = cur.text.len();
+            cur.g_start = s0;
+            cur.g_left = false;
         } else if !text.is_empty() {
             if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
             }
+            let start = cur.text.len();
             for ch in text.chars() {
                 if ch.is_control() {
                     continue;
@@ -306,6 +396,11 @@ impl PageLayout {
                     cur.text.push(ch);
                 }
             }
+            cur.g_idx = start;
+            cur.g_end = cur.text.len();
+            cur.g_start = s0;
+            cur.g_rtl = text.chars().any(is_rtl);
+            cur.g_left = false;
             cur.last = single.map(|c| (s0, s1, cur.text.len() - c.len_utf8(), c));
             if let Some(c) = first {
                 if cur.marks.len() >= 1024 {
@@ -396,9 +491,11 @@ fn combining_mark(c: char) -> Option<char> {
     })
 }
 
-/// Hebrew, Arabic, Syriac, Thaana, NKo and their presentation forms.
+/// Hebrew, Arabic, Syriac, Thaana, NKo and their presentation forms; not the Arabic-Indic
+/// digits, which are written left to right like any number.
 fn is_rtl(c: char) -> bool {
     matches!(c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
+        && !matches!(c as u32, 0x0660..=0x0669 | 0x06F0..=0x06F9)
 }
 
 /// Glyphs arrive in visual (left-to-right) order; a line with right-to-left script is turned
@@ -479,6 +576,29 @@ mod tests {
             visual_to_logical("\u{0628}\u{0627} 2006 \u{0646}"),
             "\u{0646} 2006 \u{0627}\u{0628}"
         );
+    }
+
+    #[test]
+    fn arabic_indic_digits_stay_left_to_right() {
+        // Visual "١٣٩٧ <seen><feh>": the number keeps its digit order in logical order.
+        assert_eq!(
+            visual_to_logical("\u{661}\u{663}\u{669}\u{667} \u{641}\u{633}"),
+            "\u{633}\u{641} \u{661}\u{663}\u{669}\u{667}"
+        );
+    }
+
+    #[test]
+    fn glyphs_drawn_leftwards_are_right_to_left_text() {
+        // LuaTeX shows Arabic in logical order, each glyph left of the previous one, and a wider
+        // leftward gap between words: alef lam (word 1), then beh (word 2).
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("\u{627}", 100.0, 100.0, 3.0));
+        p.push(g("\u{644}", 95.0, 100.0, 5.0));
+        p.push(g("\u{628}", 85.0, 100.0, 5.0));
+        // A left-to-right run inside, drawn left of the Arabic, its letters rightwards.
+        p.push(g("A", 70.0, 100.0, 5.0));
+        p.push(g("B", 75.0, 100.0, 5.0));
+        assert_eq!(p.finish(), "\u{627}\u{644} \u{628} AB\n");
     }
 
     #[test]

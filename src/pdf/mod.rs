@@ -289,6 +289,21 @@ fn load(bytes: &[u8], opts: &ExtractOptions) -> Result<LoDocument, PdfError> {
     }
 }
 
+/// A file encrypted without an `/ID` in its trailer: the key derivation (ISO 32000-1 algorithm 2)
+/// hashes the first file identifier, which readers take as empty when it is missing; lopdf
+/// refuses to authenticate instead. Returns the file with an empty `/ID` written into its last
+/// `trailer` dictionary (after the cross-reference table, so no offset moves), or `None` when
+/// there is no such dictionary.
+fn with_empty_id(bytes: &[u8]) -> Option<Vec<u8>> {
+    let t = bytes.windows(7).rposition(|w| w == b"trailer")?;
+    let open = t + 7 + bytes.get(t + 7..)?.windows(2).position(|w| w == b"<<")? + 2;
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    out.extend_from_slice(&bytes[..open]);
+    out.extend_from_slice(b"/ID[<><>]");
+    out.extend_from_slice(&bytes[open..]);
+    Some(out)
+}
+
 /// Number of pages, read without interpreting any content (for a page-count check before
 /// [`extract`]).
 pub fn page_count(bytes: &[u8]) -> Result<u32, PdfError> {
@@ -332,8 +347,18 @@ fn inherited<'a>(doc: &'a LoDocument, page: &'a Dictionary, key: &[u8]) -> Optio
 
 fn extract_inner(bytes: &[u8], opts: &ExtractOptions) -> Result<Document, PdfError> {
     let mut budget = Budget::new(opts);
-    let doc = load(bytes, opts)?;
+    let mut doc = load(bytes, opts)?;
     budget.check_time()?;
+    if doc.is_encrypted() && doc.trailer.get(b"ID").is_err() {
+        if let Some(patched) = with_empty_id(bytes) {
+            if let Ok(d) = load(&patched, opts) {
+                if !d.is_encrypted() {
+                    doc = d;
+                }
+            }
+        }
+        budget.check_time()?;
+    }
     let encrypted = doc.was_encrypted() || doc.is_encrypted();
     if doc.is_encrypted() {
         return Err(PdfError::Encrypted);
