@@ -4,7 +4,8 @@
 
 Source: Adobe's Adobe-<Ordering>-UCS2 CMaps (Copyright 1990-2020 Adobe, BSD-3-Clause), as shipped
 in Debian's poppler-data package (/usr/share/poppler/cMap/Adobe-*/Adobe-*-UCS2; `apt-get install
-poppler-data`). Output format: 3 bytes (big-endian Unicode scalar, 0 = none) per CID from 0.
+poppler-data`), with poppler's own /usr/share/poppler/cidToUnicode tables taking precedence where
+both map a CID (vertical forms; see below). Output format: 3 bytes (big-endian Unicode scalar, 0 = none) per CID from 0.
 Usage: python3 bench/pdf_gen_cid2uni.py [CMAP_DIR]
 """
 import os
@@ -39,6 +40,17 @@ for ordering in ["GB1", "Japan1", "CNS1", "Korea1"]:
                 lo, hi, dst = int(h[0], 16), int(h[1], 16), scalar(h[2])
                 for i in range(hi - lo + 1):
                     m[lo + i] = dst + i
+    # poppler (the reference) reads its cidToUnicode tables (poppler-data, from Adobe's
+    # cid2code.txt), which differ for a few hundred CIDs, mostly vertical variants that map to
+    # the vertical presentation forms (U+FE10..U+FE4F) there. Where both map a CID, take
+    # poppler's value unless it is a private-use code (GB 18030's old vertical-form codes).
+    ctu = os.path.join(os.path.dirname(src.rstrip("/")), "cidToUnicode", f"Adobe-{ordering}")
+    if os.path.exists(ctu):
+        for cid, line in enumerate(open(ctu, encoding="ascii").read().split("\n")):
+            line = line.strip()
+            u = int(line, 16) if line else 0
+            if u and cid in m and m[cid] != u and not 0xE000 <= u <= 0xF8FF:
+                m[cid] = u
     n = max(m) + 1
     data = bytearray(3 * n)
     for cid, u in m.items():

@@ -860,6 +860,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn vertical_variants_map_to_vertical_forms() {
+        // Adobe-GB1 CID 573 is the vertical comma, CID 574 the vertical ideographic full stop.
+        assert_eq!(collection_char(GB1, 573), Some('\u{FE10}'));
+        assert_eq!(collection_char(GB1, 574), Some('\u{FE12}'));
+        // CID 576 (vertical colon) keeps the full-width colon: poppler's private-use code for it
+        // is not taken.
+        assert_eq!(collection_char(GB1, 576), Some('\u{FF1A}'));
+    }
+
+    #[test]
     fn type1_encoding_parse() {
         let prog = b"%!PS-AdobeFont-1.0\n/Encoding 256 array\n0 1 255 {1 index exch /.notdef put} for\ndup 11 /ff put\ndup 65 /A put\nreadonly def\ncurrentfile eexec";
         let enc = type1_builtin_encoding(prog).unwrap_or_default();

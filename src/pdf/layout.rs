@@ -56,6 +56,9 @@ struct Line {
     g_start: f32,
     g_rtl: bool,
     g_left: bool,
+    /// Where the space glyph just appended starts along the line: a glyph drawn from there
+    /// takes the space back (zero-width joiners drawn as spaces and undone by kerning).
+    space_from: Option<f32>,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -249,6 +252,7 @@ impl PageLayout {
                     g_start: dot((g.x, g.y), g.dir).min(dot((g.end_x, g.end_y), g.dir)),
                     g_rtl: false,
                     g_left: false,
+                    space_from: None,
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -275,6 +279,7 @@ impl PageLayout {
                 g_start: dot((g.x, g.y), g.dir),
                 g_rtl: false,
                 g_left: false,
+                space_from: None,
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -374,12 +379,18 @@ impl PageLayout {
         } else if is_blank {
             if !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
+                cur.space_from = Some(s0);
             }
             cur.g_idx = cur.text.len();
             cur.g_end = cur.text.len();
             cur.g_start = s0;
             cur.g_left = false;
         } else if !text.is_empty() {
+            if let Some(sf) = cur.space_from.take() {
+                if s0 <= sf + 0.05 * size && !space_before && cur.text.ends_with(' ') {
+                    cur.text.pop();
+                }
+            }
             if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
             }
@@ -599,6 +610,19 @@ mod tests {
         p.push(g("A", 70.0, 100.0, 5.0));
         p.push(g("B", 75.0, 100.0, 5.0));
         assert_eq!(p.finish(), "\u{627}\u{644} \u{628} AB\n");
+    }
+
+    #[test]
+    fn a_space_taken_back_by_the_next_glyph_is_dropped() {
+        // A space glyph (a zero-width non-joiner drawn as a space) after which the next glyph
+        // starts where the space did: no gap on the page, no space in the text.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("a", 0.0, 100.0, 5.0));
+        p.push(g(" ", 5.0, 100.0, 3.0));
+        p.push(g("b", 5.0, 100.0, 5.0));
+        p.push(g(" ", 10.0, 100.0, 3.0));
+        p.push(g("c", 13.0, 100.0, 5.0));
+        assert_eq!(p.finish(), "ab c\n");
     }
 
     #[test]

@@ -491,3 +491,20 @@ fn normalize(text: String, n: Normalization) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_id_goes_into_the_last_trailer() {
+        let file = b"%PDF-1.4\nxref\n0 1\ntrailer\n<</Size 1>>\nxref\ntrailer <</Size 2/Encrypt 3 0 R>>\nstartxref\n9\n%%EOF";
+        let out = with_empty_id(file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("trailer\n<</Size 1>>"));
+        assert!(text.contains("trailer <</ID[<><>]/Size 2/Encrypt 3 0 R>>"));
+        // Everything before the trailer keeps its offset.
+        assert_eq!(&out[..40], &file[..40]);
+        assert_eq!(with_empty_id(b"%PDF-1.4 no trailer here"), None);
+    }
+}
