@@ -344,7 +344,7 @@ impl Font {
         let code_map = match enc_obj.map(|o| deref(doc, o)) {
             Some(Object::Name(n)) => {
                 let name = String::from_utf8_lossy(n);
-                vertical = name.ends_with("-V");
+                vertical = name.ends_with("-V") || name == "V";
                 predefined_cmap(&name)
             }
             Some(Object::Stream(_)) => {

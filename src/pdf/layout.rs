@@ -166,7 +166,9 @@ impl PageLayout {
                 let perp = cross(cur.dir, from_base).abs();
                 let size_ref = size.max(cur.size);
                 let small = size.min(cur.size);
-                if perp <= 0.6 * size_ref && perp <= 1.2 * small.max(size_ref * 0.5) {
+                // Same line while the baselines differ by less than half an em (pdftotext's
+                // rule too: a text rise of half the font size is another line).
+                if perp < 0.5 * size_ref && perp <= 1.2 * small.max(size_ref * 0.5) {
                     if along < -0.05 * size_ref {
                         // Backwards: a duplicate of a glyph already drawn here (fake bold)?
                         if let Some(c) = first {
@@ -623,6 +625,21 @@ mod tests {
         p.push(g(" ", 10.0, 100.0, 3.0));
         p.push(g("c", 13.0, 100.0, 5.0));
         assert_eq!(p.finish(), "ab c\n");
+    }
+
+    #[test]
+    fn half_an_em_off_the_baseline_is_another_line() {
+        // Text rise (Ts) of half the font size starts a new line, as pdftotext has it; a
+        // smaller shift (a superscript) stays on the line.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("a", 0.0, 100.0, 5.0));
+        p.push(g("b", 5.0, 105.0, 5.0));
+        p.push(g("c", 10.0, 103.0, 5.0));
+        assert_eq!(p.finish(), "a\nbc\n");
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("a", 0.0, 100.0, 5.0));
+        p.push(g("2", 5.0, 104.0, 5.0));
+        assert_eq!(p.finish(), "a2\n");
     }
 
     #[test]
