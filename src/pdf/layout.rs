@@ -59,6 +59,9 @@ struct Line {
     /// Where the space glyph just appended starts along the line: a glyph drawn from there
     /// takes the space back (zero-width joiners drawn as spaces and undone by kerning).
     space_from: Option<f32>,
+    /// The gap (along the line) at each space put in from glyph positions, in order; `None`
+    /// once the line has spaces of another kind (space glyphs, insertions).
+    gaps: Option<Vec<f32>>,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -158,6 +161,7 @@ impl PageLayout {
         // Drawn to the left of the previous glyph (right-to-left text shown in logical order,
         // as LuaTeX does): its text goes before that glyph's, keeping the line in visual order.
         let mut before_prev = false;
+        let mut gap = 0.0f32;
         if let Some(cur) = self.cur.as_mut() {
             if dot(cur.dir, g.dir) > 0.95 {
                 let delta = (g.x - cur.end_x, g.y - cur.end_y);
@@ -208,6 +212,7 @@ impl PageLayout {
                         let along_pen = dot((g.x - cur.pen_x, g.y - cur.pen_y), cur.dir);
                         space_before = along_pen > self.params.word_gap * size_ref
                             || along > self.params.letter_gap * size_ref;
+                        gap = along_pen.max(along);
                     }
                 }
             }
@@ -255,6 +260,7 @@ impl PageLayout {
                     g_rtl: false,
                     g_left: false,
                     space_from: None,
+                    gaps: Some(Vec::new()),
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -282,6 +288,7 @@ impl PageLayout {
                 g_rtl: false,
                 g_left: false,
                 space_from: None,
+                gaps: Some(Vec::new()),
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -334,6 +341,7 @@ impl PageLayout {
         let is_blank = g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty();
         if composed {
         } else if !at_end {
+            cur.gaps = None;
             // Insert before or after the previous glyph, inside the line.
             let mut piece = String::new();
             if !is_blank {
@@ -379,6 +387,7 @@ impl PageLayout {
                 cur.last = None;
             }
         } else if is_blank {
+            cur.gaps = None;
             if !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
                 cur.space_from = Some(s0);
@@ -395,6 +404,13 @@ impl PageLayout {
             }
             if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
+                if let Some(v) = cur.gaps.as_mut() {
+                    if v.len() < 4096 {
+                        v.push(gap);
+                    } else {
+                        cur.gaps = None;
+                    }
+                }
             }
             let start = cur.text.len();
             for ch in text.chars() {
@@ -447,6 +463,11 @@ impl PageLayout {
         }
         l.text.truncate(t.len());
         l.marks = Vec::new();
+        if let Some(gaps) = l.gaps.take() {
+            if let Some(t) = join_spaced_letters(&l.text, &gaps, l.size) {
+                l.text = t;
+            }
+        }
         self.lines.push(l);
     }
 
@@ -477,6 +498,32 @@ impl PageLayout {
         }
         out
     }
+}
+
+/// A line made only of single characters with gaps between them (letter-spaced text such as
+/// "C O N T E N T S", or justified CJK): gaps up to 1.3 times the smallest one (at most 0.4 em)
+/// are letter spacing, not word breaks, so those characters are joined, as pdftotext does.
+/// `gaps` are the gaps at the line's spaces, in order. `None` when the line is not like that.
+fn join_spaced_letters(text: &str, gaps: &[f32], size: f32) -> Option<String> {
+    if gaps.is_empty() || text.split(' ').count() != gaps.len() + 1 {
+        return None;
+    }
+    if !text.split(' ').all(|w| w.chars().count() == 1) {
+        return None;
+    }
+    let min = gaps.iter().copied().fold(f32::MAX, f32::min);
+    if !(min > 0.0) {
+        return None;
+    }
+    let threshold = (1.3 * min).min(0.4 * size);
+    let mut out = String::with_capacity(text.len());
+    for (i, w) in text.split(' ').enumerate() {
+        if i > 0 && gaps[i - 1] >= threshold {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    Some(out)
 }
 
 /// Han, kana, hangul and CJK punctuation/full-width forms.
@@ -640,6 +687,25 @@ mod tests {
         p.push(g("a", 0.0, 100.0, 5.0));
         p.push(g("2", 5.0, 104.0, 5.0));
         assert_eq!(p.finish(), "a2\n");
+    }
+
+    #[test]
+    fn letter_spaced_lines_are_joined() {
+        // Single letters with even gaps (0.34 em): letter spacing, one word.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        for (i, c) in ["b", "b", "b", "b"].into_iter().enumerate() {
+            p.push(g(c, i as f32 * 8.4, 100.0, 5.0));
+        }
+        assert_eq!(p.finish(), "bbbb\n");
+        // A clearly wider gap stays a word break; lines with longer words are left alone.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        for (c, x) in [("a", 0.0), ("b", 7.0), ("c", 20.0), ("d", 27.0)] {
+            p.push(g(c, x, 100.0, 5.0));
+        }
+        p.push(g("x", 0.0, 80.0, 5.0));
+        p.push(g("y", 5.0, 80.0, 5.0));
+        p.push(g("z", 14.0, 80.0, 5.0));
+        assert_eq!(p.finish(), "ab cd\nxy z\n");
     }
 
     #[test]
