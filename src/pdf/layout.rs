@@ -62,6 +62,8 @@ struct Line {
     /// The gap (along the line) at each space put in from glyph positions, in order; `None`
     /// once the line has spaces of another kind (space glyphs, insertions).
     gaps: Option<Vec<f32>>,
+    /// Letter spacing undone by TJ offsets has been seen on this line (see `push`).
+    tc_undone: bool,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -135,6 +137,12 @@ impl PageLayout {
     /// Mark a break (e.g. end of an ActualText span or a form boundary): nothing to do today,
     /// positions decide.
     pub fn push(&mut self, g: PlacedGlyph<'_>) {
+        if std::env::var_os("RQ_PDF_TRACE").is_some() {
+            eprintln!(
+                "{:?} x={:.2} y={:.2} end={:.2},{:.2} pen={:.2},{:.2} size={:.2} dir={:?}",
+                g.text, g.x, g.y, g.end_x, g.end_y, g.pen_x, g.pen_y, g.size, g.dir
+            );
+        }
         if self.full()
             || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
         {
@@ -210,8 +218,16 @@ impl PageLayout {
                         // A word gap: the pen moved on (TJ offsets, Td) by more than the word-gap
                         // ratio, or letter spacing (Tc) opens gaps wider than `letter_gap`.
                         let along_pen = dot((g.x - cur.pen_x, g.y - cur.pen_y), cur.dir);
+                        // Glyphs pulled back well behind the pen: the producer sets the word
+                        // space as letter spacing (Tc) and undoes it inside words with TJ
+                        // offsets. On such a line the pen says nothing; the gap between the
+                        // outlines decides with the word-gap ratio.
+                        if along_pen < -0.2 * size_ref && along.abs() < 0.1 * size_ref {
+                            cur.tc_undone = true;
+                        }
                         space_before = along_pen > self.params.word_gap * size_ref
-                            || along > self.params.letter_gap * size_ref;
+                            || along > self.params.letter_gap * size_ref
+                            || (cur.tc_undone && along > self.params.word_gap * size_ref);
                         gap = along_pen.max(along);
                     }
                 }
@@ -261,6 +277,7 @@ impl PageLayout {
                     g_left: false,
                     space_from: None,
                     gaps: Some(Vec::new()),
+                    tc_undone: false,
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -289,6 +306,7 @@ impl PageLayout {
                 g_left: false,
                 space_from: None,
                 gaps: Some(Vec::new()),
+                tc_undone: false,
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -706,6 +724,33 @@ mod tests {
         p.push(g("y", 5.0, 80.0, 5.0));
         p.push(g("z", 14.0, 80.0, 5.0));
         assert_eq!(p.finish(), "ab cd\nxy z\n");
+    }
+
+    #[test]
+    fn letter_spacing_undone_inside_words_marks_word_gaps() {
+        // Tc of 0.27 em on every glyph (pen 2.7 past each outline), pulled back by TJ inside
+        // words; between words the next glyph sits at the pen: a 0.27 em gap, a word break.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        let mut push = |c, x: f32| {
+            p.push(PlacedGlyph {
+                text: c,
+                x,
+                y: 100.0,
+                end_x: x + 5.0,
+                end_y: 100.0,
+                pen_x: x + 7.7,
+                pen_y: 100.0,
+                dir: (1.0, 0.0),
+                size: 10.0,
+                is_space: false,
+            })
+        };
+        push("a", 0.0);
+        push("l", 5.0);
+        push("l", 10.0);
+        push("f", 17.7);
+        push("i", 22.7);
+        assert_eq!(p.finish(), "all fi\n");
     }
 
     #[test]
