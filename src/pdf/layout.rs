@@ -149,11 +149,10 @@ impl PageLayout {
             return;
         }
         if let Some((x0, y0, x1, y1)) = self.clip {
-            let s = g.size.abs().min(1000.0);
-            let (gx0, gx1) = (g.x.min(g.end_x), g.x.max(g.end_x));
-            let (gy0, gy1) = (g.y.min(g.end_y), g.y.max(g.end_y));
-            if gx1 + 0.5 * s < x0 || gx0 - 0.5 * s > x1 || gy1 + 0.8 * s < y0 || gy0 - 0.8 * s > y1
-            {
+            // As pdftotext: a glyph is on the page while its origin is not past the right or
+            // top edge and its end not before the left or bottom edge.
+            let (gx1, gy1) = (g.x.max(g.end_x), g.y.max(g.end_y));
+            if gx1 < x0 || g.x > x1 || gy1 < y0 || g.y > y1 {
                 return;
             }
         }
@@ -751,6 +750,18 @@ mod tests {
         push("f", 17.7);
         push("i", 22.7);
         assert_eq!(p.finish(), "all fi\n");
+    }
+
+    #[test]
+    fn glyphs_past_the_page_edge_are_dropped() {
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.set_clip(0.0, 0.0, 20.0, 200.0);
+        p.push(g("a", 9.0, 100.0, 5.0));
+        p.push(g("b", 14.0, 100.0, 5.0));
+        p.push(g("c", 19.0, 100.0, 5.0)); // starts inside, ends outside: kept
+        p.push(g("d", 24.0, 100.0, 5.0)); // starts past the edge: dropped
+        p.push(g("e", -8.0, 90.0, 5.0)); // ends before the left edge: dropped
+        assert_eq!(p.finish(), "abc\n");
     }
 
     #[test]
