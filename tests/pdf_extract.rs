@@ -256,3 +256,22 @@ fn decompression_bomb_is_bounded() {
         Err(PdfError::LimitExceeded(_))
     ));
 }
+
+#[test]
+fn text_field_values_show_when_the_form_needs_appearances() {
+    // The widget's appearance stream is empty, but the form asks viewers to rebuild it from
+    // the field value (/V, here inherited from the parent field).
+    let objs = vec![
+        "<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [5 0 R] /NeedAppearances true >> >>"
+            .to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Annots [6 0 R] >>"
+            .to_string(),
+        stream("", "BT /F1 12 Tf ET"),
+        "<< /FT /Tx /T (name) /V (Alice Smith) /DA (/Helv 11 Tf 0 g) /Kids [6 0 R] >>".to_string(),
+        "<< /Type /Annot /Subtype /Widget /Parent 5 0 R /Rect [100 700 300 716] /AP << /N 7 0 R >> >>"
+            .to_string(),
+        stream("/Type /XObject /Subtype /Form /BBox [0 0 200 16]", "/Tx BMC EMC"),
+    ];
+    assert_eq!(text(&build_pdf(&objs)), "Alice Smith\n");
+}

@@ -448,6 +448,16 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
         let Some(Object::Array(annots)) = page.get(b"Annots").ok().map(|o| deref(doc, o)) else {
             return Ok(());
         };
+        let need_appearances = doc
+            .trailer
+            .get(b"Root")
+            .ok()
+            .and_then(|o| dict_of(doc, o))
+            .and_then(|c| c.get(b"AcroForm").ok())
+            .and_then(|o| dict_of(doc, o))
+            .and_then(|f| f.get(b"NeedAppearances").ok())
+            .map(|o| matches!(deref(doc, o), Object::Boolean(true)))
+            .unwrap_or(false);
         for a in annots.iter().take(2000) {
             let Some(ad) = dict_of(doc, a) else { continue };
             let flags = ad
@@ -461,6 +471,11 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
                 .and_then(|o| name_of(doc, o))
                 .unwrap_or(b"");
             if flags & (2 | 32) != 0 || subtype == b"Popup" || subtype == b"Link" {
+                continue;
+            }
+            // The form asks viewers to build field appearances from the values: a text field
+            // shows its value, whatever its (stale or empty) appearance stream holds.
+            if need_appearances && subtype == b"Widget" && self.draw_field_value(ad, ctm) {
                 continue;
             }
             let Some(ap) = ad.get(b"AP").ok().and_then(|o| dict_of(doc, o)) else {
@@ -499,6 +514,89 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
             self.draw_form(appearance, None, Matrix(ctm), Some(r), 0)?;
         }
         Ok(())
+    }
+
+    /// Place the value of a text field (`/FT /Tx`, `/V`, both inheritable from parent fields)
+    /// inside its widget's rectangle, at the size its `/DA` asks for. Returns whether the widget
+    /// is such a field.
+    fn draw_field_value(&mut self, widget: &'d Dictionary, ctm: [f32; 6]) -> bool {
+        let doc = self.doc;
+        let field_attr = |key: &[u8]| -> Option<&'d Object> {
+            let mut d = widget;
+            for _ in 0..16 {
+                if let Ok(v) = d.get(key) {
+                    return Some(deref(doc, v));
+                }
+                d = d.get(b"Parent").ok().and_then(|p| dict_of(doc, p))?;
+            }
+            None
+        };
+        if !matches!(field_attr(b"FT"), Some(Object::Name(n)) if n.as_slice() == b"Tx") {
+            return false;
+        }
+        let value = match field_attr(b"V") {
+            Some(v @ Object::String(..)) => lopdf::decode_text_string(v).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let rect: Vec<f32> = match widget.get(b"Rect").ok().map(|o| deref(doc, o)) {
+            Some(Object::Array(r)) => r
+                .iter()
+                .filter_map(|o| super::util::num_of(doc, o))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if rect.len() != 4 || value.trim().is_empty() {
+            return true;
+        }
+        let (x0, y0) = (rect[0].min(rect[2]), rect[1].min(rect[3]));
+        let h = (rect[1] - rect[3]).abs();
+        // "/Helv 11 Tf" in the default appearance; 0 means auto-size.
+        let da = match field_attr(b"DA") {
+            Some(Object::String(b, _)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let toks: Vec<&str> = da.split_whitespace().collect();
+        let size = toks
+            .iter()
+            .position(|t| *t == "Tf")
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| toks[i].parse::<f32>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .unwrap_or((0.7 * h).clamp(4.0, 12.0))
+            .min(1000.0);
+        let tx = |x: f32, y: f32| {
+            (
+                x * ctm[0] + y * ctm[2] + ctm[4],
+                x * ctm[1] + y * ctm[3] + ctm[5],
+            )
+        };
+        let (ux, uy) = (ctm[0], ctm[1]);
+        let len = (ux * ux + uy * uy).sqrt();
+        let dir = if len > 0.0 && len.is_finite() {
+            (ux / len, uy / len)
+        } else {
+            (1.0, 0.0)
+        };
+        let mut baseline = y0 + (h - size).max(0.0) / 2.0 + 0.22 * size;
+        for line in value.lines().take(200) {
+            let w = 0.5 * size * line.chars().count() as f32;
+            let (gx, gy) = tx(x0 + 2.0, baseline);
+            let (ex, ey) = tx(x0 + 2.0 + w, baseline);
+            self.layout.push(PlacedGlyph {
+                text: line,
+                x: gx,
+                y: gy,
+                end_x: ex,
+                end_y: ey,
+                pen_x: ex,
+                pen_y: ey,
+                dir,
+                size: size * len,
+                is_space: false,
+            });
+            baseline -= 1.15 * size;
+        }
+        true
     }
 
     /// Show a string: decode codes, place each glyph, advance the text matrix.
