@@ -529,7 +529,7 @@ fn join_spaced_letters(text: &str, gaps: &[f32], size: f32) -> Option<String> {
         return None;
     }
     let min = gaps.iter().copied().fold(f32::MAX, f32::min);
-    if !(min > 0.0) {
+    if min.is_nan() || min <= 0.0 {
         return None;
     }
     let threshold = (1.3 * min).min(0.4 * size);
