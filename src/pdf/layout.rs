@@ -137,12 +137,6 @@ impl PageLayout {
     /// Mark a break (e.g. end of an ActualText span or a form boundary): nothing to do today,
     /// positions decide.
     pub fn push(&mut self, g: PlacedGlyph<'_>) {
-        if std::env::var_os("RQ_PDF_TRACE").is_some() {
-            eprintln!(
-                "{:?} x={:.2} y={:.2} end={:.2},{:.2} pen={:.2},{:.2} size={:.2} dir={:?}",
-                g.text, g.x, g.y, g.end_x, g.end_y, g.pen_x, g.pen_y, g.size, g.dir
-            );
-        }
         if self.full()
             || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
         {
@@ -226,7 +220,8 @@ impl PageLayout {
                         }
                         space_before = along_pen > self.params.word_gap * size_ref
                             || along > self.params.letter_gap * size_ref
-                            || (cur.tc_undone && along > self.params.word_gap * size_ref);
+                            || ((cur.tc_undone || along_pen < -0.2 * size_ref)
+                                && along > self.params.word_gap * size_ref);
                         gap = along_pen.max(along);
                     }
                 }
