@@ -80,6 +80,9 @@ pub struct LayoutParams {
     /// Gap between glyph outlines (fraction of the font size) above which letter-spaced text
     /// (Tc) is read as separate words; OCR layers use Tc below it to fit words to the scan.
     pub letter_gap: f32,
+    /// Rejoin words hyphenated at a line end ("con-" / "taining" → "containing", the lines
+    /// joined), as pdftotext does. Off keeps the hyphen and the line break.
+    pub rejoin_hyphens: bool,
 }
 
 impl Default for LayoutParams {
@@ -87,6 +90,7 @@ impl Default for LayoutParams {
         LayoutParams {
             word_gap: 0.1,
             letter_gap: 0.3,
+            rejoin_hyphens: true,
         }
     }
 }
@@ -491,7 +495,7 @@ impl PageLayout {
         let lines = reading_order(self.lines);
         let mut out = String::with_capacity(lines.iter().map(|l| l.text.len() + 1).sum());
         let mut prev: Option<&Line> = None;
-        for l in &lines {
+        for (i, l) in lines.iter().enumerate() {
             if let Some(p) = prev {
                 // A blank line between blocks: a vertical gap well over the line spacing.
                 let gap = p.y0 - l.y0;
@@ -502,6 +506,15 @@ impl PageLayout {
             let t = l.text.trim_start();
             if t.chars().any(is_rtl) {
                 out.push_str(&visual_to_logical(t));
+            } else if let Some(stem) = lines
+                .get(i + 1)
+                .filter(|_| self.params.rejoin_hyphens)
+                .and_then(|n| hyphen_joins(l, n))
+            {
+                // A word hyphenated at the line end: rejoined, as pdftotext does.
+                out.push_str(stem.trim_start());
+                prev = Some(l);
+                continue;
             } else {
                 out.push_str(t);
             }
@@ -510,6 +523,36 @@ impl PageLayout {
         }
         out
     }
+}
+
+/// `line` ends with a word broken by a hyphen and `next` carries on below it (same direction,
+/// the next line of the paragraph, starting with a lower-case letter): `line`'s text without the
+/// hyphen, to be followed directly by `next`.
+fn hyphen_joins<'a>(line: &'a Line, next: &Line) -> Option<&'a str> {
+    let stem = line.text.strip_suffix('-')?;
+    if !stem.chars().next_back().is_some_and(char::is_alphabetic) {
+        return None;
+    }
+    if !next
+        .text
+        .trim_start()
+        .chars()
+        .next()
+        .is_some_and(char::is_lowercase)
+        || next.text.chars().any(is_rtl)
+    {
+        return None;
+    }
+    if dot(line.dir, next.dir) < 0.99 {
+        return None;
+    }
+    // The next line sits below, within a normal line spacing.
+    let size = line.size.max(next.size);
+    let below = cross(line.dir, (next.x0 - line.x0, next.y0 - line.y0));
+    if below >= -0.5 * size || below <= -2.2 * size {
+        return None;
+    }
+    Some(stem)
 }
 
 /// A line made only of single characters with gaps between them (letter-spaced text such as
@@ -757,6 +800,24 @@ mod tests {
         p.push(g("d", 24.0, 100.0, 5.0)); // starts past the edge: dropped
         p.push(g("e", -8.0, 90.0, 5.0)); // ends before the left edge: dropped
         assert_eq!(p.finish(), "abc\n");
+    }
+
+    #[test]
+    fn hyphenated_words_are_rejoined() {
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("con-", 0.0, 100.0, 20.0));
+        p.push(g("taining", 0.0, 88.0, 35.0));
+        p.push(g("well-", 0.0, 76.0, 25.0));
+        p.push(g("Known", 0.0, 64.0, 25.0)); // capital: kept apart
+        assert_eq!(p.finish(), "containing\nwell-\nKnown\n");
+        let params = LayoutParams {
+            rejoin_hyphens: false,
+            ..LayoutParams::default()
+        };
+        let mut p = PageLayout::new(params, 1 << 20);
+        p.push(g("con-", 0.0, 100.0, 20.0));
+        p.push(g("taining", 0.0, 88.0, 35.0));
+        assert_eq!(p.finish(), "con-\ntaining\n");
     }
 
     #[test]
