@@ -261,15 +261,20 @@ def index_phases(log: Path) -> dict | None:
     return {"documents": n, "read+chunk": sums[0] / 1000, "embed": sums[1] / 1000, "write": sums[2] / 1000} if n else None
 
 
+# rq-worker's concurrency per run (flags --extract-concurrency, --index-concurrency, --shared-concurrency).
+CONCURRENCY = {"extract": 5, "index": 3, "shared": 8}
+
+
 def worker_commands(kind: str, redis_url: str, bin_path: str) -> list[list[str]]:
     if kind == "reference":
         rq = str(Path(sys.executable).parent / "rq")
         return ([[rq, "worker", "--url", redis_url, "ingest_extract"]] * 5
                 + [[rq, "worker", "--url", redis_url, "ingest_index"]] * 3)
     if kind == "rq-worker-shared":
-        return [[bin_path, "--url", redis_url, "ingest_index", "ingest_extract", "--concurrency", "8"]]
-    return [[bin_path, "--url", redis_url, "ingest_extract", "--concurrency", "5"],
-            [bin_path, "--url", redis_url, "ingest_index", "--concurrency", "3"]]
+        return [[bin_path, "--url", redis_url, "ingest_index", "ingest_extract",
+                 "--concurrency", str(CONCURRENCY["shared"])]]
+    return [[bin_path, "--url", redis_url, "ingest_extract", "--concurrency", str(CONCURRENCY["extract"])],
+            [bin_path, "--url", redis_url, "ingest_index", "--concurrency", str(CONCURRENCY["index"])]]
 
 
 def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str, log_dir: Path,
@@ -386,8 +391,15 @@ def main() -> None:
                     help="also run one rq-worker process on both queues (ingest_index first) with --concurrency 8")
     ap.add_argument("--drop-vector-index", action="store_true",
                     help="diagnostic, not the platform's schema: no HNSW index on chunk_embeddings.embedding")
+    ap.add_argument("--extract-concurrency", type=int, default=CONCURRENCY["extract"],
+                    help="rq-worker ingest_extract --concurrency (default %(default)s)")
+    ap.add_argument("--index-concurrency", type=int, default=CONCURRENCY["index"],
+                    help="rq-worker ingest_index --concurrency (default %(default)s)")
+    ap.add_argument("--shared-concurrency", type=int, default=CONCURRENCY["shared"],
+                    help="--concurrency of the --shared run (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=3600, help="give up a run after this many seconds")
     args = ap.parse_args()
+    CONCURRENCY.update(extract=args.extract_concurrency, index=args.index_concurrency, shared=args.shared_concurrency)
 
     bin_path = os.environ.get("RQ_WORKER_BIN") or str(REPO / "target" / "release" / "rq-worker")
     if not os.path.exists(bin_path):
@@ -422,8 +434,10 @@ def main() -> None:
         svc.close()
         shutil.rmtree(base, ignore_errors=True)
 
-    label = {"reference": "Python rq worker (5+3 processes)", "rq-worker": "rq-worker (-c 5, -c 3)",
-             "rq-worker-shared": "rq-worker, one process on both queues (-c 8)"}
+    c = CONCURRENCY
+    label = {"reference": "Python rq worker (5+3 processes)",
+             "rq-worker": f"rq-worker (-c {c['extract']}, -c {c['index']})",
+             "rq-worker-shared": f"rq-worker, one process on both queues (-c {c['shared']})"}
     print()
     print(f"| worker | documents/s | pages/s | seconds | chunks | embedding requests | peak RSS | final statuses |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
