@@ -4,7 +4,8 @@ The same real PDFs go through
   (a) the Python reference of the platform's jobs (python-fixtures/reference_worker: pypdf, one embedding
       request per chunk) under Python RQ 1.16's forking `rq worker`, deployed as the platform does:
       5 processes on ingest_extract + 3 on ingest_index;
-  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 3`;
+  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 8`
+      (threads are cheap, and more index jobs in flight fill shared embedding requests better);
 with the same Storage and embeddings stand-ins (no injected latency), the same PostgreSQL 18 + pgvector
 database (dropped and recreated with python-fixtures/schema.sql before each run) and a private Redis
 (flushed before each run). Per run: the workers are started and registered, then every document is
@@ -15,7 +16,7 @@ and their forked work horses (sampled from /proc every 50 ms), final statuses; t
 
     python bench/ingest_bench.py [--docs 240] [--corpus DIR] [--only rq-worker|reference] [--shared]
 
---shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 8`).
+--shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 12`).
 
 The PDF set comes from the corpus of /work/shared/corpus/pdf-corpus.sh (downloaded into --corpus when
 that folder holds no PDFs yet): files of at most 10 pages as they are, longer ones cut into 2-10-page
@@ -262,7 +263,7 @@ def index_phases(log: Path) -> dict | None:
 
 
 # rq-worker's concurrency per run (flags --extract-concurrency, --index-concurrency, --shared-concurrency).
-CONCURRENCY = {"extract": 5, "index": 3, "shared": 8}
+CONCURRENCY = {"extract": 5, "index": 8, "shared": 12}
 
 
 def worker_commands(kind: str, redis_url: str, bin_path: str) -> list[list[str]]:
@@ -388,7 +389,7 @@ def main() -> None:
     ap.add_argument("--corpus-script", default=CORPUS_SCRIPT)
     ap.add_argument("--only", choices=["rq-worker", "reference"])
     ap.add_argument("--shared", action="store_true",
-                    help="also run one rq-worker process on both queues (ingest_index first) with --concurrency 8")
+                    help="also run one rq-worker process on both queues (ingest_index first), --shared-concurrency")
     ap.add_argument("--drop-vector-index", action="store_true",
                     help="diagnostic, not the platform's schema: no HNSW index on chunk_embeddings.embedding")
     ap.add_argument("--extract-concurrency", type=int, default=CONCURRENCY["extract"],

@@ -5,10 +5,10 @@
 //! small documents sends many small requests (and meets the provider's requests-per-minute limit
 //! long before its tokens-per-minute limit). Here every waiting job's texts go into one FIFO queue;
 //! whichever waiting thread finds no one collecting becomes the collector, waits until a batch is
-//! full, or every registered [`Participant`] is waiting, or the oldest text has waited `max_wait`,
-//! then sends that batch itself (other threads may meanwhile collect and send the next one). Each
-//! job gets back exactly its own vectors, in order. A lone job is never delayed: it is the only
-//! participant, so it is "everyone".
+//! full, or nobody else can add to it soon (every registered [`Participant`] is waiting and no
+//! request is out), or the oldest text has waited `max_wait`, then sends that batch itself (other
+//! threads may meanwhile collect and send the next one). Each job gets back exactly its own
+//! vectors, in order. A lone job is never delayed: it is the only participant, so it is "everyone".
 //!
 //! Failure stays per job where it can: a request that fails for a reason tied to its inputs (400,
 //! 413, 422) is re-sent job by job, so only the job whose text is refused fails. Transport errors
@@ -54,6 +54,8 @@ struct State {
     active: usize,
     /// Threads inside [`EmbedBatcher::embed`].
     waiting: usize,
+    /// Requests sent and not yet answered.
+    in_flight: usize,
 }
 
 struct Submission {
@@ -215,7 +217,10 @@ impl EmbedBatcher {
                 .map(|s| s.arrived + inner.max_wait)
                 .unwrap_or_else(Instant::now);
             let now = Instant::now();
-            if untaken >= inner.batch_size || st.waiting >= st.active || now >= deadline {
+            // A partial batch goes when nobody else can add to it soon: every job is waiting here
+            // and no request is out (its jobs would write their rows and come back with more).
+            let stalled = st.waiting >= st.active && st.in_flight == 0;
+            if untaken >= inner.batch_size || stalled || now >= deadline {
                 break;
             }
             let wait = (deadline - now).min(Duration::from_millis(50));
@@ -254,6 +259,7 @@ impl EmbedBatcher {
         if pieces.is_empty() {
             return st;
         }
+        st.in_flight += 1;
         let stops: Vec<StopFn> = pieces
             .iter()
             .filter_map(|p| st.subs.get(&p.id).map(|s| s.stop.clone()))
@@ -280,6 +286,7 @@ impl EmbedBatcher {
                 answers.push(inner.client.embed(own, &all_stopped));
             }
             let mut st = inner.lock();
+            st.in_flight -= 1;
             for (p, answer) in pieces.iter().zip(answers) {
                 // The shared attempt counts for everyone in it.
                 if let Some(sub) = st.subs.get_mut(&p.id) {
@@ -292,6 +299,7 @@ impl EmbedBatcher {
         }
 
         let mut st = inner.lock();
+        st.in_flight -= 1;
         match result {
             Ok(embedded) => {
                 let alone = pieces.len() == 1;
