@@ -783,6 +783,43 @@ fn sslmode_and_statement_timeout_reach_the_connection() {
     assert!(e.starts_with("database unavailable"), "{e}");
 }
 
+#[test]
+fn tls_when_the_url_asks_for_it() {
+    // The embedded build has no TLS, so this uses the machine's PostgreSQL (127.0.0.1:5432, Debian's
+    // default ssl = on with a self-signed certificate), as Supabase's `sslmode=require` URLs would.
+    let base = std::env::var("RQW_TLS_PG_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    let timeout = std::time::Duration::from_secs(30);
+    let ssl_of = |url: &str| -> Result<bool, String> {
+        let pool = rq_worker::adapters::postgres::PgPool::new(url, 1, timeout)
+            .map_err(|e| e.to_string())?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        conn.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .map_err(|e| e.to_string())
+    };
+    match ssl_of(&format!("{base}?sslmode=prefer")) {
+        Ok(true) => {}
+        other => {
+            eprintln!(
+                "SKIP tls_when_the_url_asks_for_it: no TLS-enabled PostgreSQL at {base} ({other:?})"
+            );
+            return;
+        }
+    }
+    // require encrypts without checking the certificate (as libpq does); the scheme SQLAlchemy uses works.
+    assert_eq!(ssl_of(&format!("{base}?sslmode=require")), Ok(true));
+    let alchemy = base.replacen("postgresql://", "postgresql+psycopg2://", 1);
+    assert_eq!(ssl_of(&format!("{alchemy}?sslmode=require")), Ok(true));
+    assert_eq!(ssl_of(&format!("{base}?sslmode=disable")), Ok(false));
+    // verify-full checks the certificate: a self-signed one is refused, readably.
+    let e = ssl_of(&format!("{base}?sslmode=verify-full")).unwrap_err();
+    assert!(e.starts_with("database unavailable"), "{e}");
+}
+
 // ---- shared embedding requests (adapters::embed_batcher) -------------------------------------
 
 mod batcher {
