@@ -4,7 +4,8 @@ The same real PDFs go through
   (a) the Python reference of the platform's jobs (python-fixtures/reference_worker: pypdf, one embedding
       request per chunk) under Python RQ 1.16's forking `rq worker`, deployed as the platform does:
       5 processes on ingest_extract + 3 on ingest_index;
-  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 3`;
+  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 8`
+      (threads are cheap, and more index jobs in flight fill shared embedding requests better);
 with the same Storage and embeddings stand-ins (no injected latency), the same PostgreSQL 18 + pgvector
 database (dropped and recreated with python-fixtures/schema.sql before each run) and a private Redis
 (flushed before each run). Per run: the workers are started and registered, then every document is
@@ -15,7 +16,7 @@ and their forked work horses (sampled from /proc every 50 ms), final statuses; t
 
     python bench/ingest_bench.py [--docs 240] [--corpus DIR] [--only rq-worker|reference] [--shared]
 
---shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 8`).
+--shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 12`).
 
 The PDF set comes from the corpus of /work/shared/corpus/pdf-corpus.sh (downloaded into --corpus when
 that folder holds no PDFs yet): files of at most 10 pages as they are, longer ones cut into 2-10-page
@@ -261,15 +262,20 @@ def index_phases(log: Path) -> dict | None:
     return {"documents": n, "read+chunk": sums[0] / 1000, "embed": sums[1] / 1000, "write": sums[2] / 1000} if n else None
 
 
+# rq-worker's concurrency per run (flags --extract-concurrency, --index-concurrency, --shared-concurrency).
+CONCURRENCY = {"extract": 5, "index": 8, "shared": 12}
+
+
 def worker_commands(kind: str, redis_url: str, bin_path: str) -> list[list[str]]:
     if kind == "reference":
         rq = str(Path(sys.executable).parent / "rq")
         return ([[rq, "worker", "--url", redis_url, "ingest_extract"]] * 5
                 + [[rq, "worker", "--url", redis_url, "ingest_index"]] * 3)
     if kind == "rq-worker-shared":
-        return [[bin_path, "--url", redis_url, "ingest_index", "ingest_extract", "--concurrency", "8"]]
-    return [[bin_path, "--url", redis_url, "ingest_extract", "--concurrency", "5"],
-            [bin_path, "--url", redis_url, "ingest_index", "--concurrency", "3"]]
+        return [[bin_path, "--url", redis_url, "ingest_index", "ingest_extract",
+                 "--concurrency", str(CONCURRENCY["shared"])]]
+    return [[bin_path, "--url", redis_url, "ingest_extract", "--concurrency", str(CONCURRENCY["extract"])],
+            [bin_path, "--url", redis_url, "ingest_index", "--concurrency", str(CONCURRENCY["index"])]]
 
 
 def run(kind: str, svc: Services, pdf_dir: Path, docs: list[dict], bin_path: str, log_dir: Path,
@@ -383,11 +389,18 @@ def main() -> None:
     ap.add_argument("--corpus-script", default=CORPUS_SCRIPT)
     ap.add_argument("--only", choices=["rq-worker", "reference"])
     ap.add_argument("--shared", action="store_true",
-                    help="also run one rq-worker process on both queues (ingest_index first) with --concurrency 8")
+                    help="also run one rq-worker process on both queues (ingest_index first), --shared-concurrency")
     ap.add_argument("--drop-vector-index", action="store_true",
                     help="diagnostic, not the platform's schema: no HNSW index on chunk_embeddings.embedding")
+    ap.add_argument("--extract-concurrency", type=int, default=CONCURRENCY["extract"],
+                    help="rq-worker ingest_extract --concurrency (default %(default)s)")
+    ap.add_argument("--index-concurrency", type=int, default=CONCURRENCY["index"],
+                    help="rq-worker ingest_index --concurrency (default %(default)s)")
+    ap.add_argument("--shared-concurrency", type=int, default=CONCURRENCY["shared"],
+                    help="--concurrency of the --shared run (default %(default)s)")
     ap.add_argument("--timeout", type=float, default=3600, help="give up a run after this many seconds")
     args = ap.parse_args()
+    CONCURRENCY.update(extract=args.extract_concurrency, index=args.index_concurrency, shared=args.shared_concurrency)
 
     bin_path = os.environ.get("RQ_WORKER_BIN") or str(REPO / "target" / "release" / "rq-worker")
     if not os.path.exists(bin_path):
@@ -422,8 +435,10 @@ def main() -> None:
         svc.close()
         shutil.rmtree(base, ignore_errors=True)
 
-    label = {"reference": "Python rq worker (5+3 processes)", "rq-worker": "rq-worker (-c 5, -c 3)",
-             "rq-worker-shared": "rq-worker, one process on both queues (-c 8)"}
+    c = CONCURRENCY
+    label = {"reference": "Python rq worker (5+3 processes)",
+             "rq-worker": f"rq-worker (-c {c['extract']}, -c {c['index']})",
+             "rq-worker-shared": f"rq-worker, one process on both queues (-c {c['shared']})"}
     print()
     print(f"| worker | documents/s | pages/s | seconds | chunks | embedding requests | peak RSS | final statuses |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")

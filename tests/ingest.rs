@@ -782,3 +782,217 @@ fn sslmode_and_statement_timeout_reach_the_connection() {
     let e = connect(&format!("{}?sslmode=require", w.db_url)).unwrap_err();
     assert!(e.starts_with("database unavailable"), "{e}");
 }
+
+#[test]
+fn tls_when_the_url_asks_for_it() {
+    // The embedded build has no TLS, so this uses the machine's PostgreSQL (127.0.0.1:5432, Debian's
+    // default ssl = on with a self-signed certificate), as Supabase's `sslmode=require` URLs would.
+    let base = std::env::var("RQW_TLS_PG_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    let timeout = std::time::Duration::from_secs(30);
+    let ssl_of = |url: &str| -> Result<bool, String> {
+        let pool = rq_worker::adapters::postgres::PgPool::new(url, 1, timeout)
+            .map_err(|e| e.to_string())?;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        conn.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .map_err(|e| e.to_string())
+    };
+    match ssl_of(&format!("{base}?sslmode=prefer")) {
+        Ok(true) => {}
+        other => {
+            eprintln!(
+                "SKIP tls_when_the_url_asks_for_it: no TLS-enabled PostgreSQL at {base} ({other:?})"
+            );
+            return;
+        }
+    }
+    // require encrypts without checking the certificate (as libpq does); the scheme SQLAlchemy uses works.
+    assert_eq!(ssl_of(&format!("{base}?sslmode=require")), Ok(true));
+    let alchemy = base.replacen("postgresql://", "postgresql+psycopg2://", 1);
+    assert_eq!(ssl_of(&format!("{alchemy}?sslmode=require")), Ok(true));
+    assert_eq!(ssl_of(&format!("{base}?sslmode=disable")), Ok(false));
+    // verify-full checks the certificate: a self-signed one is refused, readably.
+    let e = ssl_of(&format!("{base}?sslmode=verify-full")).unwrap_err();
+    assert!(e.starts_with("database unavailable"), "{e}");
+}
+
+// ---- shared embedding requests (adapters::embed_batcher) -------------------------------------
+
+mod batcher {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use rq_worker::adapters::embed_batcher::{EmbedBatcher, StopFn};
+    use rq_worker::adapters::embeddings::{EmbeddingsClient, EmbeddingsConfig, EmbeddingsError};
+    use rq_worker::config::ingest::EmbeddingEncoding;
+    use serde_json::json;
+
+    use super::ingest_support::{OPENAI_KEY, StandIn};
+
+    fn client(stand_in: &StandIn) -> EmbeddingsClient {
+        EmbeddingsClient::new(EmbeddingsConfig {
+            base_url: format!("{}/v1", stand_in.url()),
+            api_key: Some(OPENAI_KEY.into()),
+            model: "text-embedding-3-small".into(),
+            encoding: EmbeddingEncoding::Base64,
+            timeout: Duration::from_secs(30),
+            max_retries: 1,
+            dim: 16,
+        })
+    }
+
+    fn texts(job: usize, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("job {job} chunk {i}")).collect()
+    }
+
+    fn never() -> StopFn {
+        Arc::new(|| false)
+    }
+
+    /// `jobs` participants registered first, then each submits from its own thread.
+    fn run_jobs(
+        batcher: &EmbedBatcher,
+        sizes: &[usize],
+    ) -> Vec<Result<rq_worker::adapters::embeddings::Embedded, EmbeddingsError>> {
+        let participants: Vec<_> = sizes.iter().map(|_| batcher.participant()).collect();
+        let handles: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .zip(participants)
+            .map(|((job, &n), p)| {
+                let b = batcher.clone();
+                std::thread::spawn(move || {
+                    let r = b.embed(texts(job, n), never());
+                    drop(p);
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn concurrent_jobs_share_one_request_and_get_their_own_vectors() {
+        let stand_in = StandIn::embeddings(16);
+        let c = client(&stand_in);
+        // Long wait: the request goes out when all three participants are waiting, not on a timer.
+        let batcher = EmbedBatcher::new(c.clone(), 32, Duration::from_secs(30));
+        let results = run_jobs(&batcher, &[5, 7, 9]);
+        assert_eq!(stand_in.stats()["requests"], json!(1));
+        for (job, r) in results.into_iter().enumerate() {
+            let got = r.unwrap();
+            let n = [5, 7, 9][job];
+            let alone = c.embed(&texts(job, n), &|| false).unwrap();
+            assert_eq!(
+                got.vectors, alone.vectors,
+                "job {job} got another job's vectors"
+            );
+            assert_eq!(got.requests, 1);
+        }
+    }
+
+    #[test]
+    fn requests_are_full_batches_across_jobs() {
+        let stand_in = StandIn::embeddings(16);
+        let batcher = EmbedBatcher::new(client(&stand_in), 8, Duration::from_secs(30));
+        let results = run_jobs(&batcher, &[5, 7, 9, 3]);
+        // 24 texts in batches of 8: three requests, where per-job batching would need five.
+        assert_eq!(stand_in.stats()["requests"], json!(3));
+        for (r, n) in results.into_iter().zip([5, 7, 9, 3]) {
+            assert_eq!(r.unwrap().vectors.len(), n);
+        }
+    }
+
+    #[test]
+    fn a_lone_job_is_not_delayed_and_others_wait_at_most_max_wait() {
+        let stand_in = StandIn::embeddings(16);
+        let batcher = EmbedBatcher::new(client(&stand_in), 32, Duration::from_secs(3600));
+        // The only participant: it is everyone, so it goes at once (a bug would hang here).
+        let p = batcher.participant();
+        assert_eq!(
+            batcher.embed(texts(0, 3), never()).unwrap().vectors.len(),
+            3
+        );
+        drop(p);
+        // A participant that never submits holds others back only up to max_wait.
+        let batcher = EmbedBatcher::new(client(&stand_in), 32, Duration::from_millis(100));
+        let _idle = batcher.participant();
+        let _me = batcher.participant();
+        assert_eq!(
+            batcher.embed(texts(1, 2), never()).unwrap().vectors.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_refused_text_fails_only_its_own_job() {
+        let stand_in = StandIn::embeddings(16);
+        stand_in.faults(json!([{ "status": 400, "match": "job 1 chunk 2", "body": "{\"error\": {\"message\": \"too long\"}}" }]));
+        let batcher = EmbedBatcher::new(client(&stand_in), 32, Duration::from_secs(30));
+        let results = run_jobs(&batcher, &[3, 4, 5]);
+        let failed: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(failed, vec![1]);
+        match &results[1] {
+            Err(EmbeddingsError::Status { status: 400, .. }) => {}
+            other => panic!("expected the 400, got {other:?}"),
+        }
+        // One shared attempt, then one request per job.
+        assert_eq!(stand_in.stats()["requests"], json!(4));
+    }
+
+    #[test]
+    fn server_errors_fail_every_job_in_the_request() {
+        let stand_in = StandIn::embeddings(16);
+        stand_in.faults(json!([{ "status": 503 }]));
+        let batcher = EmbedBatcher::new(client(&stand_in), 32, Duration::from_secs(30));
+        let results = run_jobs(&batcher, &[2, 2]);
+        for r in results {
+            assert!(matches!(
+                r,
+                Err(EmbeddingsError::Status { status: 503, .. })
+            ));
+        }
+        // One shared request and its one retry.
+        assert_eq!(stand_in.stats()["requests"], json!(2));
+    }
+
+    #[test]
+    fn a_stopped_job_withdraws_without_harming_the_others() {
+        let stand_in = StandIn::embeddings(16);
+        let batcher = EmbedBatcher::new(client(&stand_in), 32, Duration::from_secs(30));
+        let idle = batcher.participant(); // keeps the collector waiting
+        let stopped = Arc::new(AtomicBool::new(false));
+        let s = stopped.clone();
+        let stop: StopFn = Arc::new(move || s.load(Ordering::SeqCst));
+        let b = batcher.clone();
+        let p1 = batcher.participant();
+        let victim = std::thread::spawn(move || {
+            let r = b.embed(texts(0, 4), stop);
+            drop(p1);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        stopped.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            victim.join().unwrap(),
+            Err(EmbeddingsError::Cancelled)
+        ));
+        assert_eq!(stand_in.stats()["requests"], json!(0));
+        drop(idle);
+        let p2 = batcher.participant();
+        let other = batcher.embed(texts(1, 3), never()).unwrap();
+        drop(p2);
+        assert_eq!(other.vectors.len(), 3);
+        assert_eq!(stand_in.stats()["requests"], json!(1));
+    }
+}

@@ -392,3 +392,173 @@ fn maintenance_fails_abandoned_jobs_but_never_finished_ones() {
     let wip: i64 = con.zcard("rq:wip:default").unwrap();
     assert_eq!(wip, 0, "stale members removed");
 }
+
+/// A TCP proxy in front of Redis that, once, forwards a command containing both `needles` and
+/// then closes that connection instead of returning the reply: the call ran, the caller never
+/// learns its outcome (as when a connection dies at the wrong moment).
+struct LostReplyProxy {
+    port: u16,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LostReplyProxy {
+    fn start(redis_port: u16, needles: [&'static [u8]; 2]) -> LostReplyProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let fired = Arc::new(AtomicBool::new(false));
+        let armed = fired.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let drop_reply = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (fired, flag) = (armed.clone(), drop_reply.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let chunk = &buf[..n];
+                        let hit = needles
+                            .iter()
+                            .all(|nd| chunk.windows(nd.len()).any(|w| w == *nd));
+                        if hit && !fired.swap(true, Ordering::SeqCst) {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                        if s_out.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Both);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let rearm = armed.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if drop_reply.load(Ordering::SeqCst) {
+                            if buf[..n].starts_with(b"-NOSCRIPT") {
+                                // EVALSHA before the script was loaded: it did not run; wait
+                                // for the EVAL that follows.
+                                drop_reply.store(false, Ordering::SeqCst);
+                                rearm.store(false, Ordering::SeqCst);
+                            } else {
+                                break;
+                            }
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Both);
+                    let _ = s_in.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        LostReplyProxy { port, fired }
+    }
+}
+
+#[test]
+fn a_lost_finish_reply_records_once_and_puts_back_the_next_job() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let first = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(2)],
+    );
+    let second = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(3), PyValue::Int(4)],
+    );
+    // The call that records `first` (and, fused, starts `second`) runs, and its reply is lost.
+    let marker: &'static [u8] = Box::leak(first.clone().into_bytes().into_boxed_slice());
+    let proxy = LostReplyProxy::start(redis.port, [b"outcome", marker]);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "--url",
+            &format!("redis://127.0.0.1:{}/0", proxy.port),
+            "--burst",
+            "--name",
+            "lossy",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run rq-worker");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy dropped a reply"
+    );
+    for id in [&first, &second] {
+        assert_eq!(
+            status(&mut con, id).as_deref(),
+            Some("finished"),
+            "{id}: {log}"
+        );
+        let entries: usize = con.xlen(format!("rq:results:{id}")).unwrap();
+        assert_eq!(entries, 1, "{id}: one result entry, not one per attempt");
+    }
+    assert_eq!(latest_result(&mut con, &second)["worker_name"], "lossy");
+    let started: usize = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(started, 0, "nothing left started: {log}");
+    let failed: usize = con.zcard("rq:failed:default").unwrap();
+    assert_eq!(failed, 0);
+    assert!(
+        log.contains("recorded before the connection dropped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_lost_start_reply_puts_the_job_back() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(5), PyValue::Int(6)],
+    );
+    // The first dequeue-and-start call runs, and its reply is lost.
+    let proxy = LostReplyProxy::start(redis.port, [b"check_suspended", b"EVALSHA"]);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "--url",
+            &format!("redis://127.0.0.1:{}/0", proxy.port),
+            "--burst",
+            "--name",
+            "lossy-start",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run rq-worker");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(log.contains("put back at the front of its queue"), "{log}");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"), "{log}");
+    let entries: usize = con.xlen(format!("rq:results:{id}")).unwrap();
+    assert_eq!(entries, 1);
+    let started: usize = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(started, 0, "{log}");
+    let executions: usize = con.scard("rq:worker:lossy-start:executions").unwrap();
+    assert_eq!(executions, 0);
+}

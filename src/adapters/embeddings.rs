@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::config::ingest::EmbeddingEncoding;
 
 /// Why a batch could not be embedded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbeddingsError {
     /// The API answered with an error status (after retries, for 429 and 5xx).
     #[error("Error code: {status} - {body}")]

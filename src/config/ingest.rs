@@ -65,6 +65,12 @@ pub struct IngestConfig {
     #[arg(long, env = "EMBEDDING_BATCH_SIZE", default_value_t = 32)]
     pub embedding_batch_size: usize,
 
+    /// Longest time, in milliseconds, that chunks wait for other documents' chunks to fill a shared
+    /// embeddings request (only while other index jobs of this process are running; 0 sends what is
+    /// queued at once).
+    #[arg(long, env = "EMBEDDING_BATCH_WAIT_MS", default_value_t = 1000)]
+    pub embedding_batch_wait_ms: u64,
+
     /// Timeout of one embeddings request, in seconds.
     #[arg(
         long,

@@ -22,7 +22,14 @@ static START: LazyLock<Script> = LazyLock::new(|| {
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/start_fn.lua"),
+        include_str!("lua/unstart_fn.lua"),
         include_str!("lua/finish.lua")
+    ))
+});
+static UNSTART: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/unstart_fn.lua"),
+        include_str!("lua/unstart.lua")
     ))
 });
 static HEARTBEAT: LazyLock<Script> =
@@ -220,6 +227,8 @@ pub enum Recorded {
     Scheduled(String),
     /// The job hash was gone (deleted while running); only bookkeeping was done.
     Gone,
+    /// A replay found the outcome already recorded by the call whose reply was lost.
+    Replayed,
 }
 
 /// The next job to start in the same call as recording an outcome.
@@ -237,7 +246,36 @@ pub fn finish(
     keys: &Keys,
     f: &Finish<'_>,
 ) -> redis::RedisResult<Recorded> {
-    finish_inner(con, keys, f, None).map(|(r, _)| r)
+    finish_inner(con, keys, f, None, None).map(|(r, _)| r)
+}
+
+/// Record the outcome again after the connection died during an earlier call for it (whose
+/// reply was lost, so whether it ran is unknown): nothing is recorded twice, and the next job
+/// that call may have started (execution `lost_next_execution_id`, `""` if it started none) goes
+/// back to the front of its queue, since this worker never saw it.
+pub fn finish_replay(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    f: &Finish<'_>,
+    lost_next_execution_id: &str,
+) -> redis::RedisResult<Recorded> {
+    finish_inner(con, keys, f, None, Some(lost_next_execution_id)).map(|(r, _)| r)
+}
+
+/// Undo a start whose reply was lost with the connection (execution `execution_id` of `worker`):
+/// the job goes back to the front of its queue. Returns its id, if there was one to put back.
+pub fn unstart(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    worker: &str,
+    execution_id: &str,
+) -> redis::RedisResult<Option<String>> {
+    UNSTART
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(worker)
+        .arg(execution_id)
+        .invoke(con)
 }
 
 /// Record the outcome and, in the same atomic call, dequeue and start the next job (one round
@@ -248,7 +286,7 @@ pub fn finish_and_start(
     f: &Finish<'_>,
     next: &NextStart<'_>,
 ) -> redis::RedisResult<(Recorded, StartOutcome)> {
-    let (recorded, started) = finish_inner(con, keys, f, Some(next))?;
+    let (recorded, started) = finish_inner(con, keys, f, Some(next), None)?;
     Ok((recorded, started.unwrap_or(StartOutcome::Empty)))
 }
 
@@ -257,6 +295,7 @@ fn finish_inner(
     keys: &Keys,
     f: &Finish<'_>,
     next: Option<&NextStart<'_>>,
+    replay: Option<&str>,
 ) -> redis::RedisResult<(Recorded, Option<StartOutcome>)> {
     let now = Timestamp::now();
     let (outcome, allow_retry, counter) = match f.outcome {
@@ -313,6 +352,12 @@ fn finish_inner(
             .arg("next_compat")
             .arg(if n.layout == Layout::Compat { "1" } else { "0" });
     }
+    if let Some(lost) = replay {
+        inv.arg("replay")
+            .arg("1")
+            .arg("lost_next_execution_id")
+            .arg(lost);
+    }
     let reply: Value = inv.invoke(con)?;
     let Value::Array(mut items) = reply else {
         return Err(protocol_error("finish: not an array"));
@@ -339,6 +384,7 @@ fn finish_inner(
         "retried" => Recorded::Retried,
         "scheduled" => Recorded::Scheduled(items.get(1).and_then(bulk_text).unwrap_or_default()),
         "gone" => Recorded::Gone,
+        "replayed" => Recorded::Replayed,
         _ => return Err(protocol_error("finish: unknown status")),
     };
     Ok((recorded, started))

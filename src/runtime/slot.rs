@@ -292,7 +292,22 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                 Ok(StartOutcome::Started(s)) => pending = Some((s, execution_id)),
                                 Ok(_) => {}
                                 Err(e) => {
-                                    handle_redis_error(&process, &slot, &mut con, &mut client_id, e)
+                                    let lost = is_connection_error(&e);
+                                    handle_redis_error(
+                                        &process,
+                                        &slot,
+                                        &mut con,
+                                        &mut client_id,
+                                        e,
+                                    );
+                                    if lost {
+                                        put_back_lost_start(
+                                            &process,
+                                            &name,
+                                            &mut con,
+                                            &execution_id,
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -306,7 +321,13 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
-            Err(e) => handle_redis_error(&process, &slot, &mut con, &mut client_id, e),
+            Err(e) => {
+                let lost = is_connection_error(&e);
+                handle_redis_error(&process, &slot, &mut con, &mut client_id, e);
+                if lost {
+                    put_back_lost_start(&process, &name, &mut con, &execution_id);
+                }
+            }
         }
     }
 
@@ -343,6 +364,26 @@ fn func_from_description(fields: &std::collections::HashMap<String, Vec<u8>>) ->
 fn rotate_after(queues: &mut [String], served: &str) {
     if let Some(i) = queues.iter().position(|q| q == served) {
         queues[i..].rotate_left(1);
+    }
+}
+
+/// After the connection died during a start call, the job it may have started (execution
+/// `execution_id`) was never seen here: put it back at the front of its queue. If Redis is still
+/// unreachable the job stays started and abandoned-job cleanup recovers it later.
+fn put_back_lost_start(
+    process: &Process,
+    name: &str,
+    con: &mut redis::Connection,
+    execution_id: &str,
+) {
+    match scripts::unstart(con, &process.keys, name, execution_id) {
+        Ok(Some(job_id)) => {
+            info!(
+                "worker {name}: job {job_id} was started by a call whose reply was lost; put back at the front of its queue"
+            )
+        }
+        Ok(None) => {}
+        Err(e) => warn!("worker {name}: could not check for a start lost with the connection: {e}"),
     }
 }
 
@@ -454,15 +495,21 @@ fn run_job(
         layout: process.layout,
     });
     let mut next_started = None;
+    // After a connection error, whether the failed call ran is unknown: the retries replay it
+    // (recording nothing twice, and putting back a next job it may have started).
+    let mut replay: Option<&str> = None;
     // The outcome is kept until Redis takes it: an outage delays the write, it never loses it.
     let mut delay = Duration::from_millis(100);
     let recorded = loop {
-        let attempt = match &next {
-            Some(n) => scripts::finish_and_start(con, &process.keys, &finish, n).map(|(r, s)| {
-                next_started = Some(s);
-                r
-            }),
-            None => scripts::finish(con, &process.keys, &finish),
+        let attempt = match (&next, replay) {
+            (_, Some(lost_next)) => scripts::finish_replay(con, &process.keys, &finish, lost_next),
+            (Some(n), None) => {
+                scripts::finish_and_start(con, &process.keys, &finish, n).map(|(r, s)| {
+                    next_started = Some(s);
+                    r
+                })
+            }
+            (None, None) => scripts::finish(con, &process.keys, &finish),
         };
         match attempt {
             Ok(r) => break Some(r),
@@ -470,7 +517,13 @@ fn run_job(
                 warn!(
                     "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
                 );
-                // Whether the failed call ran is unknown: retry the plain write only.
+                if replay.is_none() {
+                    replay = Some(if next.is_some() {
+                        next_execution_id.as_str()
+                    } else {
+                        ""
+                    });
+                }
                 next = None;
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(10));
@@ -501,6 +554,10 @@ fn run_job(
         let status = match recorded {
             Some(Recorded::Finished) => Some("finished"),
             Some(Recorded::Failed) => Some("failed"),
+            // Recorded by the call whose reply was lost: a finished outcome is certain.
+            Some(Recorded::Replayed) if matches!(finish.outcome, Outcome::Finished) => {
+                Some("finished")
+            }
             _ => None,
         };
         if let Some(status) = status {
@@ -531,6 +588,12 @@ fn run_job(
             info!("{tag} status=scheduled retry_in_s={secs} elapsed_ms={ms}")
         }
         Some(Recorded::Gone) => info!("{tag} status=deleted-while-running elapsed_ms={ms}"),
+        Some(Recorded::Replayed) => {
+            info!(
+                "{tag} status={} (recorded before the connection dropped) elapsed_ms={ms}",
+                decided.status_word
+            )
+        }
         Some(Recorded::Failed) | Some(Recorded::Stopped) => {
             info!("{tag} status={} elapsed_ms={ms}", decided.status_word)
         }

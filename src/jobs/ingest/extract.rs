@@ -214,14 +214,13 @@ fn extract_known(
         "DELETE FROM document_pages WHERE workspace_id = $1::text::uuid AND document_id = $2::text::uuid",
         &[&ws, &doc],
     )?;
-    let insert = tx.prepare(
+    // All pages in one statement (pages are few: MAX_PDF_PAGE_COUNT is checked before this).
+    let numbers: Vec<i32> = (1..=pages.len() as i32).collect();
+    tx.execute(
         "INSERT INTO document_pages (workspace_id, document_id, page_number, content) \
-         VALUES ($1::text::uuid, $2::text::uuid, $3, $4)",
+         SELECT $1::text::uuid, $2::text::uuid, u.number, u.content FROM unnest($3::int4[], $4::text[]) AS u(number, content)",
+        &[&ws, &doc, &numbers, &pages],
     )?;
-    for (i, text) in pages.iter().enumerate() {
-        let number = i as i32 + 1;
-        tx.execute(&insert, &[&ws, &doc, &number, text])?;
-    }
     let count = pages_total as i32;
     let extra = if has_pages_total {
         ", pages_total = $1"

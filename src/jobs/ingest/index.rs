@@ -3,6 +3,9 @@
 //! chunks, embeddings and the final status in one transaction, so a failure leaves no partial rows
 //! and nothing reserved. Token totals match the platform's one-request-per-chunk worker.
 
+use std::sync::Arc;
+
+use crate::adapters::embed_batcher::StopFn;
 use crate::adapters::postgres::PgVector;
 use crate::jobs::{Args, JobContext, JobError};
 use crate::rq::value::PyValue;
@@ -67,6 +70,8 @@ fn index(
     };
     // Tokens reserved and not yet committed or released; given back on any failure.
     let mut outstanding: i64 = 0;
+    // While this job runs, other index jobs' chunks may wait a little for ours to share a request.
+    let _participant = services.embeddings().participant();
 
     let found = (|| {
         let mut conn = services.db()?;
@@ -103,6 +108,56 @@ fn index(
             Err(err.into_job_error())
         }
     }
+}
+
+/// Rows per INSERT statement (each carries its rows as arrays, so a document costs a couple of round
+/// trips however many chunks it has, and no statement's parameters grow without bound).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Insert the chunks and their embeddings, a few hundred rows per statement.
+fn write_rows(
+    tx: &mut ::postgres::Transaction<'_>,
+    ws: &str,
+    doc: &str,
+    chunks: &[Chunk],
+    vectors: &[Vec<f32>],
+    model: &str,
+) -> Result<(), IngestError> {
+    let insert_chunks = tx.prepare(
+        "INSERT INTO chunks (id, workspace_id, document_id, page_start, page_end, chunk_index, content, content_hash, token_count) \
+         SELECT u.id::uuid, $1::text::uuid, $2::text::uuid, u.page, u.page, u.idx, u.content, u.hash, u.tokens \
+         FROM unnest($3::text[], $4::int4[], $5::int4[], $6::text[], $7::text[], $8::int4[]) \
+         AS u(id, page, idx, content, hash, tokens)",
+    )?;
+    let insert_embeddings = tx.prepare(
+        "INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) \
+         SELECT u.id::uuid, $1::text::uuid, $2::text::uuid, u.embedding, $4 \
+         FROM unnest($3::text[], $5::vector[]) AS u(id, embedding)",
+    )?;
+    for group in chunks.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<&str> = group.iter().map(|c| c.id.as_str()).collect();
+        let pages: Vec<i32> = group.iter().map(|c| c.page).collect();
+        let indexes: Vec<i32> = group.iter().map(|c| c.index).collect();
+        let contents: Vec<&str> = group.iter().map(|c| c.content.as_str()).collect();
+        let hashes: Vec<&str> = group.iter().map(|c| c.hash.as_str()).collect();
+        let tokens: Vec<i32> = group
+            .iter()
+            .map(|c| i32::try_from(c.tokens).unwrap_or(i32::MAX))
+            .collect();
+        tx.execute(
+            &insert_chunks,
+            &[
+                &ws, &doc, &ids, &pages, &indexes, &contents, &hashes, &tokens,
+            ],
+        )?;
+    }
+    let pairs: Vec<(&Chunk, &Vec<f32>)> = chunks.iter().zip(vectors).collect();
+    for group in pairs.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<&str> = group.iter().map(|(c, _)| c.id.as_str()).collect();
+        let embeddings: Vec<PgVector<'_>> = group.iter().map(|(_, v)| PgVector(v)).collect();
+        tx.execute(&insert_embeddings, &[&ws, &doc, &ids, &model, &embeddings])?;
+    }
+    Ok(())
 }
 
 fn index_known(
@@ -203,8 +258,10 @@ fn index_known(
     check_cancel(ctx)?;
 
     // Embed batch by batch; each batch reserves its chunks in order, and commits them once embedded.
-    let client = services.embeddings();
-    let stop = || ctx.cancel.reason().is_some();
+    // The batcher may pack them into requests shared with other documents' chunks.
+    let batcher = services.embeddings();
+    let cancel = ctx.cancel.clone();
+    let stop: StopFn = Arc::new(move || cancel.reason().is_some());
     let batch_size = config.embedding_batch_size.max(1);
     let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(chunks.len());
     let mut committed: i64 = 0;
@@ -220,7 +277,7 @@ fn index_known(
         let fitting = &batch[..reserved.count];
         if !fitting.is_empty() {
             let inputs: Vec<String> = fitting.iter().map(|c| c.content.clone()).collect();
-            let embedded = client.embed(&inputs, &stop)?;
+            let embedded = batcher.embed(inputs, stop.clone())?;
             requests += embedded.requests as i64;
             vectors.extend(embedded.vectors);
             let mut conn = services.db()?;
@@ -255,29 +312,10 @@ fn index_known(
     } else {
         "ready"
     };
-    let model = client.model().to_string();
+    let model = batcher.client().model().to_string();
     let mut conn = services.db()?;
     let mut tx = conn.transaction()?;
-    let insert_chunk = tx.prepare(
-        "INSERT INTO chunks (id, workspace_id, document_id, page_start, page_end, chunk_index, content, content_hash, token_count) \
-         VALUES ($1::text::uuid, $2::text::uuid, $3::text::uuid, $4, $4, $5, $6, $7, $8)",
-    )?;
-    for c in &chunks {
-        let tokens = i32::try_from(c.tokens).unwrap_or(i32::MAX);
-        tx.execute(
-            &insert_chunk,
-            &[
-                &c.id, &ws, &doc, &c.page, &c.index, &c.content, &c.hash, &tokens,
-            ],
-        )?;
-    }
-    let insert_embedding = tx.prepare(
-        "INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) \
-         VALUES ($1::text::uuid, $2::text::uuid, $3::text::uuid, $4, $5)",
-    )?;
-    for (c, v) in chunks.iter().zip(&vectors) {
-        tx.execute(&insert_embedding, &[&c.id, &ws, &doc, &PgVector(v), &model])?;
-    }
+    write_rows(&mut tx, ws, doc, &chunks, &vectors, &model)?;
     db::set_status(&mut tx, ws, doc, final_status, None)?;
     tx.commit()?;
     log::debug!(

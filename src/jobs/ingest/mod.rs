@@ -15,6 +15,7 @@ pub mod pdf_text;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::adapters::embed_batcher::EmbedBatcher;
 use crate::adapters::embeddings::{EmbeddingsClient, EmbeddingsConfig, EmbeddingsError};
 use crate::adapters::postgres::{PgConn, PgError, PgPool};
 use crate::adapters::storage::{LocalStorage, Storage, StorageError, SupabaseStorage};
@@ -64,7 +65,7 @@ pub struct Services {
     concurrency: usize,
     pg: Mutex<Option<PgPool>>,
     storage: Mutex<Option<Storage>>,
-    embeddings: Mutex<Option<EmbeddingsClient>>,
+    embeddings: Mutex<Option<EmbedBatcher>>,
 }
 
 impl Services {
@@ -124,8 +125,8 @@ impl Services {
         Ok(storage)
     }
 
-    /// The embeddings client.
-    pub fn embeddings(&self) -> EmbeddingsClient {
+    /// The embeddings client, behind the batcher that lets concurrent index jobs share requests.
+    pub fn embeddings(&self) -> EmbedBatcher {
         let mut guard = self.embeddings.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = guard.as_ref() {
             return e.clone();
@@ -142,8 +143,13 @@ impl Services {
             max_retries: c.embedding_max_retries,
             dim: c.embedding_dim,
         });
-        *guard = Some(client.clone());
-        client
+        let batcher = EmbedBatcher::new(
+            client,
+            c.embedding_batch_size,
+            Duration::from_millis(c.embedding_batch_wait_ms),
+        );
+        *guard = Some(batcher.clone());
+        batcher
     }
 }
 

@@ -6,9 +6,12 @@
 --   member (started-registry member, may be ''), outcome ('finished' | 'failed' | 'stopped'),
 --   allow_retry ('1'|'0'), iso, now, now_f, started_f, ended_f ('' = none), return_value (base64, '' = None),
 --   exc_string (base64 zlib), default_result_ttl, working_time, worker_ttl, counter
---   and optionally next_queues, next_execution_id, next_interval, next_compat (start the next job).
--- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}.
--- Preceded by start_fn.lua (see scripts.rs).
+--   and optionally next_queues, next_execution_id, next_interval, next_compat (start the next job),
+--   or replay = '1' with lost_next_execution_id (a retry after the connection died during an earlier
+--   call for the same outcome, whose reply was lost: it may have run).
+-- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}
+--   | {'replayed'} (the earlier call had run: nothing recorded twice).
+-- Preceded by start_fn.lua and unstart_fn.lua (see scripts.rs).
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
 local p, id, origin, w, eid = a.prefix, a.job_id, a.origin, a.worker, a.execution_id
@@ -201,6 +204,24 @@ local function finish_job()
   local result = record()
   if result[1] ~= 'retried' then release_rate_limit_slot() end
   return result
+end
+
+-- Replay: undo the next job the lost call may have started (this worker never ran it), then
+-- record the outcome only if the earlier call did not: the job would still be started by us.
+if a.replay == '1' then
+  unstart_job(p, w, a.lost_next_execution_id or '')
+  local h = redis.call('HMGET', jk, 'status', 'worker_name')
+  if not (h[1] == 'started' and h[2] == w) then
+    if w ~= '' then
+      local wk = p .. ':worker:' .. w
+      if eid ~= '' then redis.call('SREM', wk .. ':executions', id .. ':' .. eid) end
+      if redis.call('EXISTS', wk) == 1 and redis.call('HGET', wk, 'current_job') == id then
+        redis.call('HDEL', wk, 'current_job')
+        redis.call('HSET', wk, 'state', 'idle')
+      end
+    end
+    return {'replayed'}
+  end
 end
 
 local result = finish_job()
