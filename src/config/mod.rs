@@ -45,6 +45,9 @@ pub struct PdfTextArgs {
     /// Print only this page (1-based).
     #[arg(long)]
     pub page: Option<u32>,
+    /// Rejoin words hyphenated at line ends, as pdftotext does (the worker keeps them as-is).
+    #[arg(long)]
+    pub rejoin_hyphens: bool,
 }
 
 /// How jobs are picked among several queues (`rq worker --dequeue-strategy`).

@@ -1,4 +1,4 @@
-//! `rq-worker pdf-text FILE [--page N]`: prints the text the worker would store for a PDF, pages
+//! `rq-worker pdf-text FILE [--page N] [--rejoin-hyphens]`: prints the text the worker would store for a PDF, pages
 //! each followed by a form feed (like pdftotext), so users can see what a document yields.
 //! Exit status is non-zero, with the typed error on stderr, when the file cannot be read.
 
@@ -21,6 +21,9 @@ pub fn run_pdf_text_with(args: &PdfTextArgs, mut opts: ExtractOptions) -> anyhow
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     if let Some(p) = args.page {
         opts.pages = Some((p, p));
+    }
+    if args.rejoin_hyphens {
+        opts.layout.rejoin_hyphens = true;
     }
     let doc = extract(&bytes, &opts)
         .with_context(|| format!("extracting text from {}", args.file.display()))?;
