@@ -471,6 +471,30 @@ impl LostReplyProxy {
     }
 }
 
+/// Run `rq-worker --burst --name NAME` through a [`LostReplyProxy`]; returns its log once it
+/// exited successfully, having lost exactly one reply.
+fn burst_through_lossy_proxy(redis: &TestRedis, needles: [&'static [u8]; 2], name: &str) -> String {
+    let proxy = LostReplyProxy::start(redis.port, needles);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "--url",
+            &format!("redis://127.0.0.1:{}/0", proxy.port),
+            "--burst",
+            "--name",
+            name,
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run rq-worker");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy dropped a reply"
+    );
+    log
+}
+
 #[test]
 fn a_lost_finish_reply_records_once_and_puts_back_the_next_job() {
     let redis = TestRedis::start();
@@ -489,24 +513,7 @@ fn a_lost_finish_reply_records_once_and_puts_back_the_next_job() {
     );
     // The call that records `first` (and, fused, starts `second`) runs, and its reply is lost.
     let marker: &'static [u8] = Box::leak(first.clone().into_bytes().into_boxed_slice());
-    let proxy = LostReplyProxy::start(redis.port, [b"outcome", marker]);
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "--url",
-            &format!("redis://127.0.0.1:{}/0", proxy.port),
-            "--burst",
-            "--name",
-            "lossy",
-        ])
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run rq-worker");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    assert!(
-        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
-        "the proxy dropped a reply"
-    );
+    let log = burst_through_lossy_proxy(&redis, [b"outcome", marker], "lossy");
     for id in [&first, &second] {
         assert_eq!(
             status(&mut con, id).as_deref(),
@@ -538,21 +545,7 @@ fn a_lost_start_reply_puts_the_job_back() {
         vec![PyValue::Int(5), PyValue::Int(6)],
     );
     // The first dequeue-and-start call runs, and its reply is lost.
-    let proxy = LostReplyProxy::start(redis.port, [b"check_suspended", b"EVALSHA"]);
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "--url",
-            &format!("redis://127.0.0.1:{}/0", proxy.port),
-            "--burst",
-            "--name",
-            "lossy-start",
-        ])
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run rq-worker");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
-    assert!(proxy.fired.load(std::sync::atomic::Ordering::SeqCst));
+    let log = burst_through_lossy_proxy(&redis, [b"check_suspended", b"EVALSHA"], "lossy-start");
     assert!(log.contains("put back at the front of its queue"), "{log}");
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"), "{log}");
     let entries: usize = con.xlen(format!("rq:results:{id}")).unwrap();
