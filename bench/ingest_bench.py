@@ -4,7 +4,7 @@ The same real PDFs go through
   (a) the Python reference of the platform's jobs (python-fixtures/reference_worker: pypdf, one embedding
       request per chunk) under Python RQ 1.16's forking `rq worker`, deployed as the platform does:
       5 processes on ingest_extract + 3 on ingest_index;
-  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 8`
+  (b) rq-worker, one process per queue: `rq-worker ingest_extract -c 5`, `rq-worker ingest_index -c 12`
       (threads are cheap, and more index jobs in flight fill shared embedding requests better);
 with the same Storage and embeddings stand-ins (no injected latency), the same PostgreSQL 18 + pgvector
 database (dropped and recreated with python-fixtures/schema.sql before each run) and a private Redis
@@ -263,7 +263,7 @@ def index_phases(log: Path) -> dict | None:
 
 
 # rq-worker's concurrency per run (flags --extract-concurrency, --index-concurrency, --shared-concurrency).
-CONCURRENCY = {"extract": 5, "index": 8, "shared": 12}
+CONCURRENCY = {"extract": 5, "index": 12, "shared": 12}
 
 
 def worker_commands(kind: str, redis_url: str, bin_path: str) -> list[list[str]]:
