@@ -56,7 +56,10 @@ from make_pdf_set import read_manifest  # noqa: E402
 
 CORPUS_SCRIPT = "/work/shared/corpus/pdf-corpus.sh"
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-STORAGE_KEY = "bench-service-role-key"
+# A JWT-shaped test key, as real service-role keys are (supabase-py's create_client, used by the reference
+# worker, rejects anything else); HS256 over a made-up secret, payload {"iss": "rq-worker-ingest-bench", ...}.
+STORAGE_KEY = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJycS13b3JrZXItaW5nZXN0LWJlbmNoIiwicm9sZSI6InNlcnZpY2Vf"
+               "cm9sZSIsImlhdCI6MTc2NzIyNTYwMCwiZXhwIjoyMDgyNzU4NDAwfQ.yGlxguzrZ3n1nx99BDVGlq-HLmUllRZx_INldmVEJJk")
 OPENAI_KEY = "sk-bench"
 BUCKET = "documents"
 TERMINAL = ("ready", "indexed", "failed")

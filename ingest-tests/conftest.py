@@ -32,7 +32,11 @@ from rq import Queue
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "python-fixtures"
-STORAGE_KEY = "service-role-test-key"
+# Service-role keys are JWTs on real Supabase, and supabase-py's create_client (the reference worker's
+# storage path) rejects keys that are not JWT-shaped. A test JWT (HS256 over a made-up secret; payload
+# {"iss": "rq-worker-ingest-tests", "role": "service_role", ...}): the stand-in only compares it.
+STORAGE_KEY = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJycS13b3JrZXItaW5nZXN0LXRlc3RzIiwicm9sZSI6InNlcnZpY2Vf"
+               "cm9sZSIsImlhdCI6MTc2NzIyNTYwMCwiZXhwIjoyMDgyNzU4NDAwfQ.SINsna8r8Y2SaCaqpDs70D4l4wnyN9KLDPYJtTPzrhw")
 OPENAI_KEY = "sk-test"
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 

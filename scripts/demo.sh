@@ -146,7 +146,8 @@ EOF
 echo "DATABASE_URL=$DATABASE_URL"
 
 say "Supabase Storage and OpenAI embeddings stand-ins"
-STORAGE_KEY="demo-service-role-key"
+# JWT-shaped, as real service-role keys are (HS256 over a made-up secret; payload {"iss": "rq-worker-demo", ...}).
+STORAGE_KEY="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJycS13b3JrZXItZGVtbyIsInJvbGUiOiJzZXJ2aWNlX3JvbGUiLCJpYXQiOjE3NjcyMjU2MDAsImV4cCI6MjA4Mjc1ODQwMH0.qJaj1Mvh1p5d_IXv5x5hNDpWzjy-HIwSyGhtdvlbBfk"
 OPENAI_KEY="sk-demo"
 mkdir -p "$WORK/storage"
 parent_args=(--parent-pid $$)
