@@ -1,26 +1,33 @@
-"""Reference index job: token-window chunks per page, one embedding request per chunk, per-chunk budget."""
+"""Reference index job: token-window chunks per page, one embedding request per chunk through the official
+`openai` client, per-chunk reserve/commit. A new session for every step: the document check and cleanup,
+the chunk inserts, each chunk's reservation, each chunk's embedding row + commit, the final status."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import uuid
-from datetime import UTC, datetime
 
 from openai import OpenAI
+from sqlalchemy import text
 
-from . import _platform as p
+from ._platform import budget, db
+from ._platform.config import settings, utc_today
 
 try:
     import tiktoken
 except Exception:  # noqa: BLE001
     tiktoken = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
 SIZE, OVERLAP = 500, 100
 
+_WHERE_DOC = "WHERE workspace_id = :ws AND document_id = :doc"
 
-def estimate(text: str) -> int:
-    return max(1, int(math.ceil((len(text) / 4.0) * 1.1)))
+
+def estimate(value: str) -> int:
+    return max(1, int(math.ceil((len(value) / 4.0) * 1.1)))
 
 
 def _encoding():
@@ -42,8 +49,8 @@ def _windows(total: int, size: int, overlap: int):
         start = max(0, end - overlap)
 
 
-def chunk_text(text: str) -> list[str]:
-    normalized = (text or "").strip()
+def chunk_text(value: str) -> list[str]:
+    normalized = (value or "").strip()
     if not normalized:
         return []
     enc = _encoding()
@@ -55,104 +62,103 @@ def chunk_text(text: str) -> list[str]:
     return [piece for piece in pieces if piece]
 
 
-def _fail(ws, doc, message: str) -> None:
-    conn = p.db()
-    conn.rollback()
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE documents SET status = 'failed', error_message = %s, updated_at = NOW() "
-            "WHERE id = %s AND workspace_id = %s",
-            (message[:2000], doc, ws),
+def _fail(ws: uuid.UUID, doc: uuid.UUID, message: str) -> None:
+    with db.Session() as session:
+        session.execute(
+            text("UPDATE documents SET status = 'failed', error_message = :message, updated_at = NOW() "
+                 "WHERE id = :doc AND workspace_id = :ws"),
+            {"message": message[:2000], "doc": doc, "ws": ws},
         )
-    conn.commit()
+        session.commit()
+
+
+def _release_all(ws: uuid.UUID, day, pending: list[int], document_id: str) -> None:
+    for amount in reversed(pending):
+        try:
+            with db.Session() as session:
+                budget.release(session, ws, amount, day)
+                session.commit()
+        except Exception:  # noqa: BLE001
+            log.exception("ingest_index: could not release %s reserved tokens (document %s)", amount, document_id)
 
 
 def ingest_index(workspace_id: str, document_id: str) -> dict:
     ws = uuid.UUID(workspace_id)
     doc = uuid.UUID(document_id)
-    day = datetime.now(UTC).date()
+    day = utc_today()
+    ids = {"ws": ws, "doc": doc}
     pending: list[int] = []
-    conn = p.db()
     try:
-        with conn.cursor() as cur:
-            allowed = p.allowed_statuses(cur)
-            cur.execute("SELECT status FROM documents WHERE id = %s AND workspace_id = %s LIMIT 1", (doc, ws))
-            row = cur.fetchone()
+        with db.Session() as session:
+            allowed = db.allowed_statuses(session)
+            row = session.execute(
+                text("SELECT id, status FROM documents WHERE id = :doc AND workspace_id = :ws LIMIT 1"), ids,
+            ).mappings().first()
             if row is None:
                 raise ValueError("Document not found for workspace")
             accepted = {"indexing", "uploaded"} | ({"extracting"} if "extracting" in allowed else set())
-            if row[0] not in accepted:
-                raise ValueError(f"Document status must be indexing or uploaded (got: {row[0]})")
-            cur.execute(
-                "UPDATE documents SET status = 'indexing', error_message = NULL, updated_at = NOW() "
-                "WHERE id = %s AND workspace_id = %s",
-                (doc, ws),
-            )
-            cur.execute(
-                "SELECT page_number, content FROM document_pages WHERE workspace_id = %s AND document_id = %s "
-                "ORDER BY page_number ASC",
-                (ws, doc),
-            )
-            pages = cur.fetchall()
-            cur.execute("DELETE FROM chunk_embeddings WHERE workspace_id = %s AND document_id = %s", (ws, doc))
-            cur.execute("DELETE FROM chunks WHERE workspace_id = %s AND document_id = %s", (ws, doc))
-        conn.commit()
+            if row["status"] not in accepted:
+                raise ValueError(f"Document status must be indexing or uploaded (got: {row['status']})")
+            session.execute(text("UPDATE documents SET status = 'indexing', error_message = NULL, updated_at = NOW() "
+                                 "WHERE id = :doc AND workspace_id = :ws"), ids)
+            pages = session.execute(
+                text(f"SELECT page_number, content FROM document_pages {_WHERE_DOC} ORDER BY page_number ASC"), ids,
+            ).mappings().all()
+            session.execute(text(f"DELETE FROM chunk_embeddings {_WHERE_DOC}"), ids)
+            session.execute(text(f"DELETE FROM chunks {_WHERE_DOC}"), ids)
+            session.commit()
 
         rows = []
-        for number, content in pages:
-            for piece in chunk_text(str(content or "")):
-                rows.append((uuid.uuid4(), int(number), len(rows), piece))
-        with conn.cursor() as cur:
-            for chunk_id, number, index, piece in rows:
-                cur.execute(
-                    "INSERT INTO chunks (id, workspace_id, document_id, page_start, page_end, chunk_index, content, "
-                    "content_hash, token_count) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (chunk_id, ws, doc, number, number, index, piece, hashlib.sha256(piece.encode("utf-8")).hexdigest(),
-                     estimate(piece)),
-                )
-        conn.commit()
+        for page in pages:
+            number = int(page["page_number"])
+            for piece in chunk_text(str(page["content"] or "")):
+                rows.append({"id": uuid.uuid4(), "ws": ws, "doc": doc, "page": number, "index": len(rows),
+                             "content": piece, "hash": hashlib.sha256(piece.encode("utf-8")).hexdigest(),
+                             "tokens": estimate(piece)})
+        with db.Session() as session:
+            insert = text(
+                "INSERT INTO chunks (id, workspace_id, document_id, page_start, page_end, chunk_index, content, "
+                "content_hash, token_count) VALUES (:id, :ws, :doc, :page, :page, :index, :content, :hash, :tokens)")
+            for row in rows:
+                session.execute(insert, row)
+            session.commit()
 
-        client = OpenAI(api_key=p.env("OPENAI_API_KEY"), base_url=p.env("OPENAI_BASE_URL") or None)
-        model = p.env("EMBEDDING_MODEL", "text-embedding-3-small")
+        # OPENAI_BASE_URL, when set, is picked up by the client itself.
+        client = OpenAI(api_key=settings.OPENAI_API_KEY)
+        model = settings.EMBEDDING_MODEL
+        store = text("INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) "
+                     "VALUES (:id, :ws, :doc, CAST(:vector AS vector), :model)")
         used_total = 0
-        for chunk_id, _number, _index, piece in rows:
+        for row in rows:
+            piece = str(row["content"])
             amount = estimate(piece)
-            with conn.cursor() as cur:
-                p.reserve(cur, ws, day, amount)
-            conn.commit()
+            with db.Session() as session:
+                budget.reserve(session, ws, amount, day, ttl_seconds=settings.RESERVATION_TTL_SECONDS)
+                session.commit()
             pending.append(amount)
+
             vector = list(client.embeddings.create(model=model, input=piece).data[0].embedding)
             literal = "[" + ",".join(f"{v:.10f}" for v in vector) + "]"
-            with conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO chunk_embeddings (chunk_id, workspace_id, document_id, embedding, embedding_model) "
-                    "VALUES (%s, %s, %s, CAST(%s AS vector), %s)",
-                    (chunk_id, ws, doc, literal, model),
-                )
-                p.commit_usage(cur, ws, day, amount)
-            conn.commit()
+            with db.Session() as session:
+                session.execute(store, {"id": row["id"], "ws": ws, "doc": doc, "vector": literal, "model": model})
+                budget.commit_usage(session, ws, amount, day)
+                session.commit()
             pending.pop()
             used_total += amount
 
-        with conn.cursor() as cur:
-            final = "indexed" if "indexed" in p.allowed_statuses(cur) else "ready"
-            cur.execute(
-                "UPDATE documents SET status = %s, error_message = NULL, updated_at = NOW() "
-                "WHERE id = %s AND workspace_id = %s",
-                (final, doc, ws),
-            )
-        conn.commit()
+        with db.Session() as session:
+            final = "indexed" if "indexed" in db.allowed_statuses(session) else "ready"
+            session.execute(text("UPDATE documents SET status = :final, error_message = NULL, updated_at = NOW() "
+                                 "WHERE id = :doc AND workspace_id = :ws"), {**ids, "final": final})
+            session.commit()
         return {"document_id": document_id, "status": final, "chunks_total": len(rows),
                 "embeddings_total": len(rows), "embedding_tokens_used": used_total}
+    except budget.BudgetExceededError:
+        _release_all(ws, day, pending, document_id)
+        _fail(ws, doc, "Insufficient token budget for embeddings")
+        raise
     except Exception as exc:  # noqa: BLE001
-        conn.rollback()
-        for amount in reversed(pending):
-            try:
-                with conn.cursor() as cur:
-                    p.release(cur, ws, day, amount)
-                conn.commit()
-            except Exception:  # noqa: BLE001
-                conn.rollback()
-        message = "Insufficient token budget for embeddings" if isinstance(exc, p.BudgetExceededError) else str(exc)
-        _fail(ws, doc, message)
+        _release_all(ws, day, pending, document_id)
+        log.exception("ingest_index failed (document %s)", document_id)
+        _fail(ws, doc, str(exc))
         raise
