@@ -64,6 +64,10 @@ struct Line {
     gaps: Option<Vec<f32>>,
     /// Letter spacing undone by TJ offsets has been seen on this line (see `push`).
     tc_undone: bool,
+    /// Zero-width combining marks just appended: where they start in `text` and the span of
+    /// their positions along the line. Fonts that shape right-to-left text draw a mark before
+    /// the letter it sits on, so a word gap opening at that letter goes before the marks.
+    pending_marks: Option<(usize, f32, f32)>,
     /// Extent along x/y in device space (for ordering).
     min_x: f32,
     max_x: f32,
@@ -162,6 +166,12 @@ impl PageLayout {
         };
         let text = g.text;
         let first = text.chars().next();
+        // A combining mark drawn with no advance (Arabic and Hebrew vowel signs, shaped by the
+        // producer): it never opens a word gap, and the gap to the next letter is measured
+        // from the letter before it.
+        let mark_only = !text.is_empty()
+            && text.chars().all(unicode_normalization::char::is_combining_mark)
+            && (g.end_x - g.x).abs() + (g.end_y - g.y).abs() < 0.01 * g.size.abs().max(1.0);
         let mut start_new = true;
         let mut space_before = false;
         // Drawn to the left of the previous glyph (right-to-left text shown in logical order,
@@ -228,6 +238,9 @@ impl PageLayout {
                             || ((cur.tc_undone || along_pen < -0.2 * size_ref)
                                 && along > self.params.word_gap * size_ref);
                         gap = along_pen.max(along);
+                        if mark_only {
+                            space_before = false;
+                        }
                     }
                 }
             }
@@ -277,6 +290,7 @@ impl PageLayout {
                     space_from: None,
                     gaps: Some(Vec::new()),
                     tc_undone: false,
+                    pending_marks: None,
                     min_x: g.x.min(g.end_x),
                     max_x: g.x.max(g.end_x),
                     order,
@@ -306,6 +320,7 @@ impl PageLayout {
                 space_from: None,
                 gaps: Some(Vec::new()),
                 tc_undone: false,
+                pending_marks: None,
                 min_x: g.x,
                 max_x: g.x,
                 order,
@@ -414,12 +429,33 @@ impl PageLayout {
             cur.g_start = s0;
             cur.g_left = false;
         } else if !text.is_empty() {
-            if let Some(sf) = cur.space_from.take() {
-                if s0 <= sf + 0.05 * size && !space_before && cur.text.ends_with(' ') {
-                    cur.text.pop();
+            if !mark_only {
+                if let Some(sf) = cur.space_from.take() {
+                    if s0 <= sf + 0.05 * size && !space_before && cur.text.ends_with(' ') {
+                        cur.text.pop();
+                    }
                 }
             }
-            if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
+            let pending = cur.pending_marks.take();
+            if mark_only {
+                let pos = dot((g.x, g.y), cur.dir);
+                cur.pending_marks = Some(match pending {
+                    Some((i, a, b)) => (i, a.min(pos), b.max(pos)),
+                    None => (cur.text.len(), pos, pos),
+                });
+            }
+            let marks_on_this = pending.filter(|&(i, a, b)| {
+                a >= s0 - 0.1 * size && b <= s1 + 0.1 * size && i > 0 && cur.text.is_char_boundary(i)
+            });
+            if let (true, Some((i, _, _))) = (space_before && !mark_only, marks_on_this) {
+                // The marks belong to this letter: the gap goes before them.
+                if !cur.text[..i].ends_with(' ') {
+                    cur.text.insert(i, ' ');
+                    if let Some(v) = cur.gaps.as_mut() {
+                        v.push(gap);
+                    }
+                }
+            } else if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
                 cur.text.push(' ');
                 if let Some(v) = cur.gaps.as_mut() {
                     if v.len() < 4096 {
@@ -456,6 +492,11 @@ impl PageLayout {
             }
         }
         self.bytes += cur.text.len() - before;
+        if mark_only && !start_new {
+            // Marks leave the pen where the letter before them ended.
+            return;
+        }
+        cur.pending_marks = cur.pending_marks.filter(|_| mark_only);
         cur.end_x = g.end_x;
         cur.end_y = g.end_y;
         cur.pen_x = g.pen_x;
@@ -715,6 +756,24 @@ mod tests {
         p.push(g("A", 70.0, 100.0, 5.0));
         p.push(g("B", 75.0, 100.0, 5.0));
         assert_eq!(p.finish(), "\u{627}\u{644} \u{628} AB\n");
+    }
+
+    #[test]
+    fn zero_width_marks_neither_open_nor_misplace_word_gaps() {
+        // Shaped Arabic in visual order, as XeTeX draws it: each vowel sign (zero advance) is
+        // drawn before the letter it sits on, offset to the right of the previous letter's end.
+        // Visual: dal, meem, fatha (over hah), hah, lam, alef = logical "الحَمد"; then a word gap
+        // before a waw carrying a damma, drawn damma first.
+        let mut p = PageLayout::new(LayoutParams::default(), 1 << 20);
+        p.push(g("\u{62F}", 60.0, 100.0, 4.0));
+        p.push(g("\u{645}", 64.0, 100.0, 4.0));
+        p.push(g("\u{64E}", 69.5, 101.5, 0.0));
+        p.push(g("\u{62D}", 68.0, 100.0, 5.5));
+        p.push(g("\u{644}", 73.5, 100.0, 2.0));
+        p.push(g("\u{627}", 75.5, 100.0, 1.5));
+        p.push(g("\u{64F}", 82.0, 101.0, 0.0));
+        p.push(g("\u{648}", 80.0, 100.0, 3.0));
+        assert_eq!(p.finish(), "\u{648}\u{64F} \u{627}\u{644}\u{62D}\u{64E}\u{645}\u{62F}\n");
     }
 
     #[test]
