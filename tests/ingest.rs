@@ -238,6 +238,48 @@ fn extract_limits_fail_the_document_before_writing() {
 }
 
 #[test]
+fn many_pages_are_written_in_bounded_statements() {
+    // An operator who raised MAX_PDF_PAGE_COUNT (and the schema's chk_page_count with it): pages
+    // go in several array statements, numbered on across them.
+    let mut w = World::new();
+    w.db()
+        .batch_execute("ALTER TABLE documents DROP CONSTRAINT IF EXISTS chk_page_count")
+        .unwrap();
+    w.config.max_pdf_page_count = 1000;
+    let reg = w.registry();
+    let hooks = Recorder::default();
+    let n = 2 * rq_worker::jobs::ingest::db::ROWS_PER_STATEMENT + 3;
+    let (doc, path) = w.upload("long.pdf", &make_pdf(&pages(n, 4, 11)));
+    let out = call(&reg, &hooks, EXTRACT, vec![], w.extract_args(&doc, &path)).unwrap();
+    assert_eq!(get(&out, "pages_total"), &PyValue::Int(n as i64));
+    assert_eq!(w.count("document_pages", &doc), n as i64);
+    let row = w
+        .db()
+        .query_one(
+            "SELECT min(page_number), max(page_number), count(DISTINCT page_number) FROM document_pages \
+             WHERE document_id = $1::text::uuid",
+            &[&doc],
+        )
+        .unwrap();
+    let (lo, hi, distinct): (i32, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((lo, hi, distinct), (1, n as i32, n as i64));
+    let last: String = w
+        .db()
+        .query_one(
+            "SELECT content FROM document_pages WHERE document_id = $1::text::uuid AND page_number = $2",
+            &[&doc, &(n as i32)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        last.split_whitespace().collect::<Vec<_>>(),
+        pages(n, 4, 11)[n - 1]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn unknown_document_or_workspace_touches_nothing() {
     let w = World::new();
     let reg = w.registry();

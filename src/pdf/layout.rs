@@ -170,7 +170,9 @@ impl PageLayout {
         // producer): it never opens a word gap, and the gap to the next letter is measured
         // from the letter before it.
         let mark_only = !text.is_empty()
-            && text.chars().all(unicode_normalization::char::is_combining_mark)
+            && text
+                .chars()
+                .all(unicode_normalization::char::is_combining_mark)
             && (g.end_x - g.x).abs() + (g.end_y - g.y).abs() < 0.01 * g.size.abs().max(1.0);
         let mut start_new = true;
         let mut space_before = false;
@@ -445,7 +447,10 @@ impl PageLayout {
                 });
             }
             let marks_on_this = pending.filter(|&(i, a, b)| {
-                a >= s0 - 0.1 * size && b <= s1 + 0.1 * size && i > 0 && cur.text.is_char_boundary(i)
+                a >= s0 - 0.1 * size
+                    && b <= s1 + 0.1 * size
+                    && i > 0
+                    && cur.text.is_char_boundary(i)
             });
             if let (true, Some((i, _, _))) = (space_before && !mark_only, marks_on_this) {
                 // The marks belong to this letter: the gap goes before them.
@@ -773,7 +778,10 @@ mod tests {
         p.push(g("\u{627}", 75.5, 100.0, 1.5));
         p.push(g("\u{64F}", 82.0, 101.0, 0.0));
         p.push(g("\u{648}", 80.0, 100.0, 3.0));
-        assert_eq!(p.finish(), "\u{648}\u{64F} \u{627}\u{644}\u{62D}\u{64E}\u{645}\u{62F}\n");
+        assert_eq!(
+            p.finish(),
+            "\u{648}\u{64F} \u{627}\u{644}\u{62D}\u{64E}\u{645}\u{62F}\n"
+        );
     }
 
     #[test]

@@ -8,6 +8,10 @@ use ::postgres::GenericClient;
 
 use super::{IngestError, MAX_ERROR_MESSAGE_CHARS, truncate_chars};
 
+/// Rows per INSERT statement (each carries its rows as arrays, so a document costs a couple of round
+/// trips however many pages or chunks it has, and no statement's parameters grow without bound).
+pub const ROWS_PER_STATEMENT: usize = 256;
+
 /// The statuses `chk_status` allows, read the way the platform's worker reads them: the text between
 /// `IN (` and the last `)` of the constraint definition, split on commas, quotes stripped. PostgreSQL
 /// prints such a constraint as `= ANY (ARRAY[...])`, so on PostgreSQL this finds nothing and the jobs

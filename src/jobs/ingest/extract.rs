@@ -214,13 +214,18 @@ fn extract_known(
         "DELETE FROM document_pages WHERE workspace_id = $1::text::uuid AND document_id = $2::text::uuid",
         &[&ws, &doc],
     )?;
-    // All pages in one statement (pages are few: MAX_PDF_PAGE_COUNT is checked before this).
-    let numbers: Vec<i32> = (1..=pages.len() as i32).collect();
-    tx.execute(
+    // Pages as arrays, a bounded number per statement (MAX_PDF_PAGE_COUNT may be set high).
+    let insert_pages = tx.prepare(
         "INSERT INTO document_pages (workspace_id, document_id, page_number, content) \
          SELECT $1::text::uuid, $2::text::uuid, u.number, u.content FROM unnest($3::int4[], $4::text[]) AS u(number, content)",
-        &[&ws, &doc, &numbers, &pages],
     )?;
+    for (group_index, group) in pages.chunks(db::ROWS_PER_STATEMENT).enumerate() {
+        let first = group_index * db::ROWS_PER_STATEMENT + 1;
+        let numbers: Vec<i32> = (first..first + group.len())
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+            .collect();
+        tx.execute(&insert_pages, &[&ws, &doc, &numbers, &group])?;
+    }
     let count = pages_total as i32;
     let extra = if has_pages_total {
         ", pages_total = $1"

@@ -110,10 +110,6 @@ fn index(
     }
 }
 
-/// Rows per INSERT statement (each carries its rows as arrays, so a document costs a couple of round
-/// trips however many chunks it has, and no statement's parameters grow without bound).
-const ROWS_PER_STATEMENT: usize = 256;
-
 /// Insert the chunks and their embeddings, a few hundred rows per statement.
 fn write_rows(
     tx: &mut ::postgres::Transaction<'_>,
@@ -134,7 +130,7 @@ fn write_rows(
          SELECT u.id::uuid, $1::text::uuid, $2::text::uuid, u.embedding, $4 \
          FROM unnest($3::text[], $5::vector[]) AS u(id, embedding)",
     )?;
-    for group in chunks.chunks(ROWS_PER_STATEMENT) {
+    for group in chunks.chunks(db::ROWS_PER_STATEMENT) {
         let ids: Vec<&str> = group.iter().map(|c| c.id.as_str()).collect();
         let pages: Vec<i32> = group.iter().map(|c| c.page).collect();
         let indexes: Vec<i32> = group.iter().map(|c| c.index).collect();
@@ -152,7 +148,7 @@ fn write_rows(
         )?;
     }
     let pairs: Vec<(&Chunk, &Vec<f32>)> = chunks.iter().zip(vectors).collect();
-    for group in pairs.chunks(ROWS_PER_STATEMENT) {
+    for group in pairs.chunks(db::ROWS_PER_STATEMENT) {
         let ids: Vec<&str> = group.iter().map(|(c, _)| c.id.as_str()).collect();
         let embeddings: Vec<PgVector<'_>> = group.iter().map(|(_, v)| PgVector(v)).collect();
         tx.execute(&insert_embeddings, &[&ws, &doc, &ids, &model, &embeddings])?;
