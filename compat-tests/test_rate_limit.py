@@ -1,5 +1,7 @@
 """rq 3.0 concurrency limits (`RateLimit`): rq-worker releases a finished job's slot and promotes
 the waiting jobs, as rq 3.0's worker does, so rate-limited jobs never starve behind it."""
+import time
+
 import pytest
 
 from rqapi import fetch, registry_ids, status
@@ -23,3 +25,54 @@ def test_rate_limited_jobs_are_promoted_and_all_run(conn, queue, fleet):
     # every slot released, nothing left waiting
     assert conn.zcard("rq:rl:rl-test:allowed") == 0
     assert conn.zcard("rq:rl:rl-test:rate_limited") == 0
+
+
+@pytest.mark.rq_min(3, 0)
+@pytest.mark.parametrize("leak", ["finished by an rq 2.x worker", "job deleted"])
+def test_leaked_slots_are_freed_by_maintenance(conn, queue, fleet, leak):
+    """A slot can leak: an rq 2.x worker in the fleet finishes a limited job without releasing it,
+    or the job's hash disappears. Registry maintenance at worker start frees it (rq 3.0's
+    RateLimitRegistry.cleanup), the waiting job runs, and a later pass forgets the empty limit."""
+    from harness import wait_for
+    from rqapi import status_of
+    from rq.rate_limit import RateLimit
+
+    first, second = [queue.enqueue(diag.add, i, 1, rate_limit=RateLimit("rl-leak", 1)) for i in range(2)]
+    assert status_of(conn, second.id) == "rate_limited"
+    # What the leak leaves: the first job off its queue and done, still holding the slot.
+    conn.lrem("rq:queue:default", 0, first.id)
+    if leak == "job deleted":
+        conn.delete(f"rq:job:{first.id}")
+    else:
+        conn.hset(f"rq:job:{first.id}", "status", "finished")
+    assert conn.zrange("rq:rl:rl-leak:allowed", 0, -1) == [first.id.encode()]
+
+    fleet.start()
+    wait_for(lambda: status_of(conn, second.id) == "finished", timeout=60, what="the waiting job to run")
+    assert fetch(conn, second.id).return_value() == 2
+    assert conn.zcard("rq:rl:rl-leak:allowed") == 0
+    assert conn.zcard("rq:rl:rl-leak:rate_limited") == 0
+
+    # Nothing allowed or waiting any more: the next maintenance pass forgets the limit.
+    fleet.start()
+    wait_for(lambda: not conn.sismember("rq:rl-keys", "rl-leak"), timeout=60, what="the limit forgotten")
+    assert not conn.exists("rq:rl:rl-leak")
+
+
+@pytest.mark.rq_min(3, 0)
+def test_a_running_job_keeps_its_slot(conn, queue, fleet):
+    """Maintenance frees only slots whose job neither waits nor runs: a job that is running keeps
+    its slot even when its status was changed under it (canceled while its horse runs)."""
+    from harness import wait_for
+    from rqapi import status_of
+    from rq.rate_limit import RateLimit
+
+    slow, waiting = (queue.enqueue(diag.sleep, 3, rate_limit=RateLimit("rl-live", 1)),
+                     queue.enqueue(diag.add, 1, 1, rate_limit=RateLimit("rl-live", 1)))
+    fleet.start()
+    wait_for(lambda: status_of(conn, slow.id) == "started", timeout=60, what="the slow job to start")
+    conn.hset(f"rq:job:{slow.id}", "status", "canceled")
+    fleet.start()  # its maintenance pass at start sees a canceled job with a live execution
+    time.sleep(1.0)
+    assert status_of(conn, waiting.id) == "rate_limited"
+    assert conn.zrange("rq:rl:rl-live:allowed", 0, -1) == [slow.id.encode()]

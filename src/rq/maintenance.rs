@@ -1,12 +1,13 @@
 //! Registry cleaning under RQ's lock (rq-wire.md §8.2, §8.3, §9.8): expired finished/failed
 //! entries, abandoned started jobs (failed or retried, never a finished one), dead worker keys in
-//! the worker sets, and ids stuck in the intermediate list.
+//! the worker sets, and ids stuck in the intermediate list; and rq 3.0's concurrency limits
+//! (leaked slots freed, waiting jobs promoted), only where an rq 3.0 enqueuer created some.
 
 use redis::{Commands, ConnectionLike};
 
 use crate::rq::codec;
 use crate::rq::keys::Keys;
-use crate::rq::scripts::{self, Finish, Outcome};
+use crate::rq::scripts::{self, Finish, Outcome, RateLimitCleaned};
 use crate::rq::time::Timestamp;
 
 /// What one cleaning run did, for the log.
@@ -43,6 +44,22 @@ pub fn clean_queue<C: ConnectionLike + Commands>(
     let result = clean_locked(con, keys, queue, default_result_ttl);
     let _: redis::RedisResult<()> = con.del(&lock);
     result.map(Some)
+}
+
+/// rq 3.0's concurrency-limit maintenance (its `RateLimitRegistry.cleanup` for every key in
+/// `rq:rl-keys`): each key in one atomic script, so no lock is needed. Data-driven: without rq 3.0
+/// enqueuers using limits the set does not exist and this is one SMEMBERS.
+pub fn clean_rate_limits<C: ConnectionLike + Commands>(
+    con: &mut C,
+    keys: &Keys,
+) -> redis::RedisResult<Vec<(String, RateLimitCleaned)>> {
+    let limits: Vec<String> = con.smembers(keys.rate_limit_keys())?;
+    let mut out = Vec::new();
+    for key in limits {
+        let cleaned = scripts::clean_rate_limit(con, keys, &key)?;
+        out.push((key, cleaned));
+    }
+    Ok(out)
 }
 
 fn clean_locked<C: ConnectionLike + Commands>(

@@ -23,7 +23,14 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/start_fn.lua"),
         include_str!("lua/unstart_fn.lua"),
+        include_str!("lua/rate_limit_fn.lua"),
         include_str!("lua/finish.lua")
+    ))
+});
+static RATE_LIMIT_CLEAN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/rate_limit_fn.lua"),
+        include_str!("lua/rate_limit_clean.lua")
     ))
 });
 static UNSTART: LazyLock<Script> = LazyLock::new(|| {
@@ -490,4 +497,39 @@ pub fn enqueue_due(
         .arg("iso")
         .arg(now.iso())
         .invoke(con)
+}
+
+/// What maintenance did to one rq 3.0 concurrency limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitCleaned {
+    /// Slots freed: held by jobs that are gone, or neither queued nor started, and not running.
+    pub released: i64,
+    /// Waiting (`rate_limited`) jobs moved onto their queues.
+    pub promoted: i64,
+    /// The limit had nothing allowed or waiting left, and its keys were removed.
+    pub forgotten: bool,
+}
+
+/// rq 3.0's maintenance of concurrency limit `key`, in one script (see rate_limit_clean.lua).
+pub fn clean_rate_limit(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    key: &str,
+) -> redis::RedisResult<RateLimitCleaned> {
+    let now = Timestamp::now();
+    let (released, promoted, forgotten): (i64, i64, i64) = RATE_LIMIT_CLEAN
+        .arg("prefix")
+        .arg(keys.prefix())
+        .arg("key")
+        .arg(key)
+        .arg("now_f")
+        .arg(now.epoch_f())
+        .arg("iso")
+        .arg(now.iso())
+        .invoke(con)?;
+    Ok(RateLimitCleaned {
+        released,
+        promoted,
+        forgotten: forgotten == 1,
+    })
 }

@@ -1,6 +1,6 @@
 //! The maintenance thread: registry cleaning for every queue at start and then every
 //! `--maintenance-interval` seconds (RQ: 600), under RQ's per-queue lock so that Python workers
-//! and rq-worker processes never clean the same queue at once.
+//! and rq-worker processes never clean the same queue at once; then rq 3.0's concurrency limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,19 @@ pub fn run(process: Arc<Process>) {
                         Ok(None) => {}
                         Err(e) => warn!("maintenance queue={q}: {e}"),
                     }
+                }
+                match maintenance::clean_rate_limits(&mut con, &process.keys) {
+                    Ok(limits) => {
+                        for (key, c) in limits {
+                            if c.released > 0 || c.promoted > 0 {
+                                info!(
+                                    "maintenance rate limit {key:?}: released={} promoted={}",
+                                    c.released, c.promoted
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => warn!("maintenance rate limits: {e}"),
                 }
             }
             Err(e) => warn!("maintenance: {e}"),

@@ -11,7 +11,7 @@
 --   call for the same outcome, whose reply was lost: it may have run).
 -- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}
 --   | {'replayed'} (the earlier call had run: nothing recorded twice).
--- Preceded by start_fn.lua and unstart_fn.lua (see scripts.rs).
+-- Preceded by start_fn.lua, unstart_fn.lua and rate_limit_fn.lua (see scripts.rs).
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
 local p, id, origin, w, eid = a.prefix, a.job_id, a.origin, a.worker, a.execution_id
@@ -117,26 +117,8 @@ local function finish_job()
   local function release_rate_limit_slot()
     local rl = f[7]
     if not rl or rl == '' then return end
-    local allowed = p .. ':rl:' .. rl .. ':allowed'
-    local waiting = p .. ':rl:' .. rl .. ':rate_limited'
-    redis.call('ZREM', allowed, id)
-    local concurrency = tonumber(redis.call('HGET', p .. ':rl:' .. rl, 'concurrency')) or tonumber(f[8]) or 0
-    while redis.call('ZCARD', allowed) < concurrency do
-      local popped = redis.call('ZPOPMIN', waiting)
-      if #popped == 0 then break end
-      local wid = popped[1]
-      local wk = p .. ':job:' .. wid
-      local h = redis.call('HMGET', wk, 'origin', 'status', 'enqueue_at_front')
-      if h[1] and h[2] == 'rate_limited' then
-        redis.call('ZADD', allowed, a.now_f, wid)
-        if h[3] == '1' then
-          redis.call('LPUSH', p .. ':queue:' .. h[1], wid)
-        else
-          redis.call('RPUSH', p .. ':queue:' .. h[1], wid)
-        end
-        redis.call('HSET', wk, 'status', 'queued', 'enqueued_at', iso)
-      end
-    end
+    redis.call('ZREM', p .. ':rl:' .. rl .. ':allowed', id)
+    rl_fill_slots(p, rl, a.now_f, iso, f[8])
   end
 
   local function record()
