@@ -257,6 +257,56 @@ fn warm_shutdown_finishes_the_running_job() {
 }
 
 #[test]
+fn an_idle_worker_on_several_queues_blocks_on_the_first() {
+    // BLMOVE waits on one list: with several queues the idle worker blocks on the first (so it is
+    // served at once) between atomic passes over all of them; a warm shutdown still wakes it.
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let mut child = std::process::Command::new(common::bin())
+        .args(["high", "low", "--url", &redis.url(), "--name", "two"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let blocked = |con: &mut redis::Connection| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+        list.lines().any(|l| {
+            l.contains("cmd=blmove")
+                && l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('b'))
+        })
+    };
+    assert!(
+        wait_for(20, || blocked(&mut con)),
+        "no client blocked in BLMOVE"
+    );
+    let low = enqueue(
+        &mut con,
+        "low",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(2)],
+    );
+    let high = enqueue(
+        &mut con,
+        "high",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(3), PyValue::Int(4)],
+    );
+    assert!(wait_for(20, || status(&mut con, &low).as_deref()
+        == Some("finished")
+        && status(&mut con, &high).as_deref() == Some("finished")));
+    assert!(
+        wait_for(20, || blocked(&mut con)),
+        "not blocked again once idle"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().expect("wait").success());
+    let w: HashMap<String, String> = con.hgetall("rq:worker:two").unwrap();
+    assert!(w.is_empty() || w.contains_key("death"), "{w:?}");
+}
+
+#[test]
 fn webhooks_are_posted_on_terminal_status() {
     use std::io::{Read, Write};
     let redis = TestRedis::start();

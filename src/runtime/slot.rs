@@ -256,9 +256,22 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                         break;
                     }
                 }
-                if queues.len() == 1 {
-                    // Block in BLMOVE; a warm shutdown unblocks us with CLIENT UNBLOCK.
+                {
+                    // Block in BLMOVE; a warm shutdown unblocks us with CLIENT UNBLOCK. One queue
+                    // waits the whole dequeue timeout. BLMOVE cannot wait on several lists, so
+                    // with several queues it waits on the first (highest priority) only, for a
+                    // backoff capped at 500 ms, and the next pass takes from all of them
+                    // atomically in priority order: the first queue is served at once, the
+                    // others within the backoff. (RQ's BLPOP on all of them loses a job if the
+                    // worker dies between pop and start.)
                     let q = queues[0].clone();
+                    let wait_secs = if queues.len() == 1 {
+                        cfg.dequeue_timeout().as_secs_f64().max(1.0)
+                    } else {
+                        let w = backoff.as_secs_f64();
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        w
+                    };
                     slot.blocking_client.store(client_id, Ordering::SeqCst);
                     if process.shutdown.stopping() || slot.stop.load(Ordering::SeqCst) {
                         slot.blocking_client.store(-1, Ordering::SeqCst);
@@ -269,7 +282,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                         .arg(process.keys.intermediate(&q))
                         .arg("LEFT")
                         .arg("RIGHT")
-                        .arg(cfg.dequeue_timeout().as_secs())
+                        .arg(format!("{wait_secs:.3}"))
                         .query(&mut con);
                     slot.blocking_client.store(-1, Ordering::SeqCst);
                     match moved {
@@ -314,11 +327,6 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                         Ok(None) => {}
                         Err(e) => handle_redis_error(&process, &slot, &mut con, &mut client_id, e),
                     }
-                } else {
-                    // Several queues: BLMOVE cannot wait on more than one list, so poll all of
-                    // them (atomically, in priority order) with a short capped backoff.
-                    process.shutdown.sleep(backoff, Phase::Warm);
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
             Err(e) => {
