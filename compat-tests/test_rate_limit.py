@@ -76,3 +76,28 @@ def test_a_running_job_keeps_its_slot(conn, queue, fleet):
     time.sleep(1.0)
     assert status_of(conn, waiting.id) == "rate_limited"
     assert conn.zrange("rq:rl:rl-live:allowed", 0, -1) == [slow.id.encode()]
+
+
+@pytest.mark.rq_min(3, 0)
+def test_a_limited_dependent_waits_for_a_slot(conn, queue, fleet):
+    """A dependent under a concurrency limit is not queued past its limit when its parent finishes:
+    it waits as `rate_limited` while another job holds the only slot, then runs (rq 3.0 routes it
+    through its ready registry to the same end)."""
+    from harness import wait_for
+    from rqapi import status_of
+    from rq.rate_limit import RateLimit
+
+    blocker = queue.enqueue(diag.sleep, 6, rate_limit=RateLimit("rl-dep", 1))
+    parent = queue.enqueue(diag.add, 1, 1)
+    child = queue.enqueue(diag.add, 2, 2, depends_on=parent, rate_limit=RateLimit("rl-dep", 1))
+    assert status_of(conn, child.id) == "deferred"
+    fleet.start()
+    fleet.start()
+    wait_for(lambda: status_of(conn, parent.id) == "finished", timeout=60, what="the parent to finish")
+    wait_for(lambda: status_of(conn, child.id) == "rate_limited", timeout=10, what="the child to wait")
+    assert status_of(conn, blocker.id) == "started"  # the slot was taken all along
+    assert conn.zrange("rq:rl:rl-dep:allowed", 0, -1) == [blocker.id.encode()]
+    assert child.id.encode() not in conn.lrange("rq:queue:default", 0, -1)
+    wait_for(lambda: status_of(conn, child.id) == "finished", timeout=60, what="the child to run")
+    assert fetch(conn, child.id).return_value() == 4
+    assert conn.zcard("rq:rl:rl-dep:allowed") == 0
