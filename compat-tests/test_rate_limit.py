@@ -101,3 +101,35 @@ def test_a_limited_dependent_waits_for_a_slot(conn, queue, fleet):
     wait_for(lambda: status_of(conn, child.id) == "finished", timeout=60, what="the child to run")
     assert fetch(conn, child.id).return_value() == 4
     assert conn.zcard("rq:rl:rl-dep:allowed") == 0
+
+
+@pytest.mark.rq_min(3, 0)
+@pytest.mark.parametrize("limited", [False, True])
+def test_dependents_left_in_the_ready_registry_are_enqueued(conn, queue, fleet, limited):
+    """An rq 3.0 worker moves a finished job's dependents deferred -> ready_to_enqueue (zset
+    rq:ready:<queue>) and enqueues them in a second transaction; if it died in between, registry
+    maintenance at the next worker's start enqueues them (through their limit, if they have one)."""
+    from harness import wait_for
+    from rqapi import status_of
+    from rq.rate_limit import RateLimit
+
+    parent = queue.enqueue(diag.add, 1, 1)
+    kw = {"rate_limit": RateLimit("rl-ready", 1)} if limited else {}
+    child = queue.enqueue(diag.add, 2, 3, depends_on=parent, **kw)
+    gone = queue.enqueue(diag.add, 0, 0, depends_on=parent)
+    # What the dead rq 3.0 worker left: the parent done, its dependents in the ready registry
+    # (one of them deleted since).
+    conn.lrem("rq:queue:default", 0, parent.id)
+    conn.hset(f"rq:job:{parent.id}", "status", "finished")
+    for j in (child, gone):
+        conn.zrem("rq:deferred:default", j.id)
+        conn.hset(f"rq:job:{j.id}", "status", "ready_to_enqueue")
+        conn.zadd("rq:ready:default", {j.id: time.time()})
+    conn.delete(f"rq:job:{gone.id}")
+
+    fleet.start()
+    wait_for(lambda: status_of(conn, child.id) == "finished", timeout=60, what="the dependent to run")
+    assert fetch(conn, child.id).return_value() == 5
+    assert conn.zcard("rq:ready:default") == 0
+    if limited:
+        assert conn.zcard("rq:rl:rl-ready:allowed") == 0

@@ -106,6 +106,10 @@ impl Keys {
     pub fn scheduler(&self, name: &str) -> String {
         format!("{}:scheduler:{name}", self.prefix)
     }
+    /// rq 3.0: dependents between deferred and queued (`ready_to_enqueue`).
+    pub fn ready(&self, queue: &str) -> String {
+        format!("{}:ready:{queue}", self.prefix)
+    }
     /// rq 3.0: the set of concurrency-limit keys in use.
     pub fn rate_limit_keys(&self) -> String {
         format!("{}:rl-keys", self.prefix)

@@ -1,7 +1,8 @@
 //! Registry cleaning under RQ's lock (rq-wire.md §8.2, §8.3, §9.8): expired finished/failed
 //! entries, abandoned started jobs (failed or retried, never a finished one), dead worker keys in
 //! the worker sets, and ids stuck in the intermediate list; and rq 3.0's concurrency limits
-//! (leaked slots freed, waiting jobs promoted), only where an rq 3.0 enqueuer created some.
+//! (leaked slots freed, waiting jobs promoted) and ready registry (dependents an rq 3.0 worker
+//! left between deferred and queued), only where rq 3.0 clients created them.
 
 use redis::{Commands, ConnectionLike};
 
@@ -17,6 +18,8 @@ pub struct Cleaned {
     pub stuck: Vec<String>,
     pub dangling: usize,
     pub dead_workers: usize,
+    /// Jobs an rq 3.0 worker left in the ready registry, now enqueued.
+    pub ready: i64,
 }
 
 /// Seconds an id may sit in the intermediate list before it is failed (RQ 1.16.2+: 60).
@@ -115,6 +118,12 @@ fn clean_locked<C: ConnectionLike + Commands>(
                 out.dead_workers += 1;
             }
         }
+    }
+
+    // rq 3.0's ready registry, only where an rq 3.0 worker wrote one.
+    let ready: bool = con.exists(keys.ready(queue))?;
+    if ready {
+        out.ready = scripts::recover_ready(con, keys, queue)?;
     }
 
     // Intermediate list: ids popped but never marked started.

@@ -23,13 +23,19 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/start_fn.lua"),
         include_str!("lua/unstart_fn.lua"),
-        include_str!("lua/rate_limit_fn.lua"),
+        include_str!("lua/enqueue_fn.lua"),
         include_str!("lua/finish.lua")
+    ))
+});
+static READY_RECOVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/enqueue_fn.lua"),
+        include_str!("lua/ready_recover.lua")
     ))
 });
 static RATE_LIMIT_CLEAN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/rate_limit_fn.lua"),
+        include_str!("lua/enqueue_fn.lua"),
         include_str!("lua/rate_limit_clean.lua")
     ))
 });
@@ -532,4 +538,24 @@ pub fn clean_rate_limit(
         promoted,
         forgotten: forgotten == 1,
     })
+}
+
+/// Enqueue what an rq 3.0 worker left in `queue`'s ready registry (see ready_recover.lua);
+/// returns how many jobs were enqueued.
+pub fn recover_ready(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    queue: &str,
+) -> redis::RedisResult<i64> {
+    let now = Timestamp::now();
+    READY_RECOVER
+        .arg("prefix")
+        .arg(keys.prefix())
+        .arg("queue")
+        .arg(queue)
+        .arg("now_f")
+        .arg(now.epoch_f())
+        .arg("iso")
+        .arg(now.iso())
+        .invoke(con)
 }

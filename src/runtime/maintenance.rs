@@ -28,10 +28,11 @@ pub fn run(process: Arc<Process>) {
                                 || !c.stuck.is_empty()
                                 || c.dangling > 0
                                 || c.dead_workers > 0
+                                || c.ready > 0
                             {
                                 info!(
-                                    "maintenance queue={q}: abandoned={:?} stuck={:?} dangling_ids={} dead_workers={}",
-                                    c.abandoned, c.stuck, c.dangling, c.dead_workers
+                                    "maintenance queue={q}: abandoned={:?} stuck={:?} dangling_ids={} dead_workers={} ready_enqueued={}",
+                                    c.abandoned, c.stuck, c.dangling, c.dead_workers, c.ready
                                 );
                             }
                         }

@@ -11,7 +11,7 @@
 --   call for the same outcome, whose reply was lost: it may have run).
 -- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}
 --   | {'replayed'} (the earlier call had run: nothing recorded twice).
--- Preceded by start_fn.lua, unstart_fn.lua and rate_limit_fn.lua (see scripts.rs).
+-- Preceded by start_fn.lua, unstart_fn.lua and enqueue_fn.lua (see scripts.rs).
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
 local p, id, origin, w, eid = a.prefix, a.job_id, a.origin, a.worker, a.execution_id
@@ -90,7 +90,6 @@ local function finish_job()
       local h = redis.call('HMGET', dk, 'status', 'origin', 'enqueue_at_front', 'allow_dependency_failures',
         'rate_limit_key', 'rate_limit_concurrency')
       local st, dorigin, front, allow = h[1], h[2], h[3], h[4]
-      local rl, rl_conc = h[5], tonumber(h[6])
       local ok = st and dorigin and st ~= 'canceled' and (not parent_failed or allow == '1')
       if ok then
         for _, pid in ipairs(redis.call('SMEMBERS', p .. ':job::' .. d .. ':dependencies')) do
@@ -102,22 +101,9 @@ local function finish_job()
       end
       if ok then
         redis.call('ZREM', p .. ':deferred:' .. dorigin, d)
-        if rl and rl ~= '' and rl_conc and rl_conc > 0 then
-          -- A dependent under an rq 3.0 concurrency limit waits for a slot, as rq 3.0 enqueues
-          -- it from its ready registry: registered, `rate_limited`, then slots are filled.
-          redis.call('SADD', p .. ':rl-keys', rl)
-          redis.call('HSET', p .. ':rl:' .. rl, 'concurrency', h[6])
-          redis.call('HSET', dk, 'status', 'rate_limited')
-          redis.call('ZADD', p .. ':rl:' .. rl .. ':rate_limited', a.now_f, d)
-          rl_fill_slots(p, rl, a.now_f, iso, h[6])
-        else
-          redis.call('HSET', dk, 'status', 'queued', 'enqueued_at', iso)
-          if front == '1' then
-            redis.call('LPUSH', p .. ':queue:' .. dorigin, d)
-          else
-            redis.call('RPUSH', p .. ':queue:' .. dorigin, d)
-          end
-        end
+        -- A dependent under an rq 3.0 concurrency limit waits for a slot, as rq 3.0 enqueues it
+        -- from its ready registry.
+        enqueue_job(p, d, dorigin, front == '1', h[5], h[6], a.now_f, iso)
         redis.call('SREM', depk, d)
       end
     end

@@ -4,7 +4,7 @@
 -- slot) -- then fill free slots with waiting jobs, and forget the limit once nothing is allowed
 -- or waiting. Frees what a crashed worker, or a worker that predates limits (rq 2.x), left.
 -- ARGV is name/value pairs: prefix, key, now_f, iso. Returns {released, promoted, forgotten (0|1)}.
--- Preceded by rate_limit_fn.lua (see scripts.rs).
+-- Preceded by enqueue_fn.lua (see scripts.rs).
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
 local p, key, now_f, iso = a.prefix, a.key, a.now_f, a.iso
