@@ -133,3 +133,4 @@ def test_dependents_left_in_the_ready_registry_are_enqueued(conn, queue, fleet, 
     assert conn.zcard("rq:ready:default") == 0
     if limited:
         assert conn.zcard("rq:rl:rl-ready:allowed") == 0
+
