@@ -32,6 +32,20 @@ fn main() -> ExitCode {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
+    if cli.command.is_none() {
+        for line in cli.worker.python_only.report() {
+            log::warn!("{line}");
+        }
+        if let Some(path) = &cli.worker.pid {
+            if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
+                eprintln!(
+                    "rq-worker: error: cannot write the pid file {}: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result: anyhow::Result<()> = match &cli.command {
         Some(Command::PdfText(args)) => rq_worker::pdf::cli::run_pdf_text(args),
         None => {

@@ -307,6 +307,57 @@ fn an_idle_worker_on_several_queues_blocks_on_the_first() {
 }
 
 #[test]
+fn an_rq_worker_command_line_keeps_working() {
+    // The options of Python's `rq worker` are accepted: --pid writes the pid file, the Python-only
+    // ones are reported at start and change nothing, --disable-job-desc-logging drops the function.
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(2), PyValue::Int(3)],
+    );
+    let dir = std::env::temp_dir().join(format!("rq-worker-pid-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("worker.pid");
+    let out = common::burst(
+        &redis,
+        &[
+            "default",
+            "--pid",
+            pid_file.to_str().unwrap(),
+            "-w",
+            "rq.SimpleWorker",
+            "--path",
+            "/app",
+            "--exception-handler",
+            "app.handlers.report",
+            "--log-format",
+            "%(message)s",
+            "--disable-job-desc-logging",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 0);
+    assert!(
+        stderr.contains("--worker-class \"rq.SimpleWorker\" ignored"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--exception-handler"), "{stderr}");
+    assert!(stderr.contains(&format!("job_id={id}")), "{stderr}");
+    assert!(!stderr.contains("func=rq_worker.diag.add"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn webhooks_are_posted_on_terminal_status() {
     use std::io::{Read, Write};
     let redis = TestRedis::start();

@@ -190,6 +190,132 @@ pub struct WorkerConfig {
     /// Seconds between registry-cleaning runs (RQ: 600).
     #[arg(long, default_value_t = 600)]
     pub maintenance_interval: u64,
+
+    /// Write the process id to FILE at start (like `rq worker --pid`).
+    #[arg(long, value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Leave the job's function out of log lines (like `rq worker --disable-job-desc-logging`).
+    #[arg(long)]
+    pub disable_job_desc_logging: bool,
+
+    #[command(flatten)]
+    pub python_only: PythonOnlyOptions,
+}
+
+/// Options of Python's `rq worker` that only mean something to a Python process. They are
+/// accepted, so that an existing `rq worker ...` command line keeps working when the binary is
+/// swapped, and each one given is reported at start with what rq-worker does instead.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Accepted for `rq worker` compatibility (no effect here)")]
+pub struct PythonOnlyOptions {
+    /// Python worker class (jobs run as native handlers on threads here).
+    #[arg(short = 'w', long, value_name = "CLASS")]
+    pub worker_class: Option<String>,
+    /// Python job class.
+    #[arg(short = 'j', long, value_name = "CLASS")]
+    pub job_class: Option<String>,
+    /// Python queue class.
+    #[arg(long, value_name = "CLASS")]
+    pub queue_class: Option<String>,
+    /// Python Redis connection class.
+    #[arg(long, value_name = "CLASS")]
+    pub connection_class: Option<String>,
+    /// Python import path entries.
+    #[arg(short = 'P', long, value_name = "PATH")]
+    pub path: Vec<String>,
+    /// Python exception handlers.
+    #[arg(long, value_name = "HANDLER")]
+    pub exception_handler: Vec<String>,
+    /// Turn off RQ's default exception handler (failures are always recorded as RQ records them).
+    #[arg(long)]
+    pub disable_default_exception_handler: bool,
+    /// Sentry DSN.
+    #[arg(long, value_name = "DSN")]
+    pub sentry_dsn: Option<String>,
+    /// Sentry CA certificates.
+    #[arg(long, value_name = "FILE")]
+    pub sentry_ca_certs: Option<String>,
+    /// Sentry debug output.
+    #[arg(long)]
+    pub sentry_debug: bool,
+    /// Python logging format.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Python logging date format.
+    #[arg(long, value_name = "FORMAT")]
+    pub date_format: Option<String>,
+}
+
+impl PythonOnlyOptions {
+    /// One line per option given: what it was and what rq-worker does instead.
+    pub fn report(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut note = |given: bool, what: String, instead: &str| {
+            if given {
+                out.push(format!("{what} ignored: {instead}"));
+            }
+        };
+        let classes = "jobs run as native handlers on threads, with RQ's own records";
+        note(
+            self.worker_class.is_some(),
+            format!(
+                "--worker-class {:?}",
+                self.worker_class.as_deref().unwrap_or_default()
+            ),
+            classes,
+        );
+        note(
+            self.job_class.is_some(),
+            format!(
+                "--job-class {:?}",
+                self.job_class.as_deref().unwrap_or_default()
+            ),
+            classes,
+        );
+        note(
+            self.queue_class.is_some(),
+            format!(
+                "--queue-class {:?}",
+                self.queue_class.as_deref().unwrap_or_default()
+            ),
+            classes,
+        );
+        note(
+            self.connection_class.is_some(),
+            format!(
+                "--connection-class {:?}",
+                self.connection_class.as_deref().unwrap_or_default()
+            ),
+            "the connection comes from --url",
+        );
+        note(
+            !self.path.is_empty(),
+            format!("--path {:?}", self.path),
+            "job functions are native, nothing is imported",
+        );
+        note(
+            !self.exception_handler.is_empty(),
+            format!("--exception-handler {:?}", self.exception_handler),
+            "Python handlers cannot run here; failures are recorded as RQ's default handler records them",
+        );
+        note(
+            self.disable_default_exception_handler,
+            "--disable-default-exception-handler".into(),
+            "failures are always recorded (failed registry, exc_info)",
+        );
+        note(
+            self.sentry_dsn.is_some() || self.sentry_ca_certs.is_some() || self.sentry_debug,
+            "--sentry-*".into(),
+            "Sentry is not supported; failures are in the failed registry and the log",
+        );
+        note(
+            self.log_format.is_some() || self.date_format.is_some(),
+            "--log-format/--date-format".into(),
+            "log lines use env_logger's format (RUST_LOG filters)",
+        );
+        out
+    }
 }
 
 impl WorkerConfig {

@@ -110,11 +110,11 @@ struct JobTag<'a> {
 
 impl std::fmt::Display for JobTag<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "job_id={} func={} queue={} worker={}",
-            self.job_id, self.func, self.queue, self.worker
-        )
+        write!(f, "job_id={}", self.job_id)?;
+        if !self.func.is_empty() {
+            write!(f, " func={}", self.func)?;
+        }
+        write!(f, " queue={} worker={}", self.queue, self.worker)
     }
 }
 
@@ -462,7 +462,11 @@ fn run_job(
         Ok(record) => execute(process, slot, executor, &record, &origin),
     };
 
-    let func_for_log = func_from_description(&s.fields);
+    let func_for_log = if process.config.disable_job_desc_logging {
+        String::new()
+    } else {
+        func_from_description(&s.fields)
+    };
     let tag = JobTag {
         job_id: &s.job_id,
         func: &func_for_log,
