@@ -172,7 +172,7 @@ pub struct WorkerConfig {
     pub with_scheduler: bool,
 
     /// Job threads in this process; each registers as its own RQ worker.
-    #[arg(short = 'c', long, env = "WORKER_COUNT", default_value_t = 1)]
+    #[arg(short = 'c', long, env = "WORKER_COUNT", default_value_t = 1, value_parser = parse_concurrency)]
     pub concurrency: usize,
 
     /// Redis layout to write: compat (readable by rq 1.16, 2.x and 3.0), v2, or auto.
@@ -316,6 +316,16 @@ impl PythonOnlyOptions {
         );
         out
     }
+}
+
+/// `-c N`; a value that is not a number is most likely `rq worker -c settings_module`.
+fn parse_concurrency(v: &str) -> Result<usize, String> {
+    v.trim().parse::<usize>().map_err(|_| {
+        "not a number of job threads: -c is --concurrency in rq-worker (rq worker's -c/--config names a \
+         Python settings module, which rq-worker cannot read; pass --url, queues, or \
+         REDIS_URL/QUEUE_NAME instead)"
+            .to_string()
+    })
 }
 
 impl WorkerConfig {
