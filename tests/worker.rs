@@ -358,6 +358,33 @@ fn an_rq_worker_command_line_keeps_working() {
 }
 
 #[test]
+fn rq_redis_url_is_read_when_redis_url_is_not_set() {
+    // `rq worker` reads RQ_REDIS_URL; the platform's REDIS_URL (and --url) come first.
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(1)],
+    );
+    let out = std::process::Command::new(common::bin())
+        .args(["--burst", "default"])
+        .env_remove("REDIS_URL")
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .env("RQ_REDIS_URL", redis.url())
+        .output()
+        .expect("run rq-worker");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+}
+
+#[test]
 fn webhooks_are_posted_on_terminal_status() {
     use std::io::{Read, Write};
     let redis = TestRedis::start();

@@ -109,12 +109,14 @@ pub struct WorkerConfig {
     )]
     pub queue_name_env: Option<String>,
 
-    /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N.
+    /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N
+    /// [default: REDIS_URL, else rq's RQ_REDIS_URL, else redis://localhost:6379/0].
     #[arg(
         short = 'u',
         long = "url",
         env = "REDIS_URL",
-        default_value = "redis://localhost:6379/0"
+        default_value_t = default_redis_url(),
+        hide_default_value = true
     )]
     pub url: String,
 
@@ -316,6 +318,15 @@ impl PythonOnlyOptions {
         );
         out
     }
+}
+
+/// The URL when neither `--url` nor REDIS_URL (the platform's variable) is given: `rq worker`'s own
+/// variable RQ_REDIS_URL, else RQ's default.
+fn default_redis_url() -> String {
+    std::env::var("RQ_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://localhost:6379/0".to_string())
 }
 
 /// `-c N`; a value that is not a number is most likely `rq worker -c settings_module`.
