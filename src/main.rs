@@ -26,7 +26,7 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(rq_worker::config::normalize_rq_args(std::env::args_os()));
     env_logger::Builder::new()
         .filter_level(cli.worker.log_filter())
         .parse_env("RUST_LOG")

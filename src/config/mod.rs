@@ -66,8 +66,13 @@ pub enum DequeueStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SerializerKind {
     /// Python's pickle (RQ's default).
+    #[value(
+        alias = "rq.serializers.DefaultSerializer",
+        alias = "rq.serializers.PickleSerializer"
+    )]
     Pickle,
     /// `rq.serializers.JSONSerializer`.
+    #[value(alias = "rq.serializers.JSONSerializer")]
     Json,
 }
 
@@ -154,7 +159,7 @@ pub struct WorkerConfig {
     pub dequeue_strategy: DequeueStrategy,
 
     /// Log level.
-    #[arg(short = 'l', long, value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
+    #[arg(short = 'l', long, alias = "logging_level", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub logging_level: LogLevel,
 
     /// Show only warnings and errors (like `rq worker -q`).
@@ -170,7 +175,7 @@ pub struct WorkerConfig {
     pub serializer: SerializerKind,
 
     /// Also take RQ's scheduler role: move due jobs (interval retries, enqueue_at/in) to their queues.
-    #[arg(long)]
+    #[arg(short = 's', long)]
     pub with_scheduler: bool,
 
     /// Job threads in this process; each registers as its own RQ worker.
@@ -230,7 +235,7 @@ pub struct PythonOnlyOptions {
     #[arg(long, value_name = "HANDLER")]
     pub exception_handler: Vec<String>,
     /// Turn off RQ's default exception handler (failures are always recorded as RQ records them).
-    #[arg(long)]
+    #[arg(short = 'd', long)]
     pub disable_default_exception_handler: bool,
     /// Sentry DSN.
     #[arg(long, value_name = "DSN")]
@@ -320,6 +325,25 @@ impl PythonOnlyOptions {
     }
 }
 
+/// `rq worker` spells the dequeue strategy's short option `-ds`, which a standard parser reads as
+/// `-d -s`: turn it into `--dequeue-strategy` before parsing (also `-ds=X` and `-dsX`).
+pub fn normalize_rq_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for a in args {
+        match a.to_str() {
+            Some("-ds") => out.push("--dequeue-strategy".into()),
+            Some(s) if s.starts_with("-ds") && s.len() > 3 => {
+                let v = s[3..].strip_prefix('=').unwrap_or(&s[3..]);
+                out.push(format!("--dequeue-strategy={v}").into());
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 /// The URL when neither `--url` nor REDIS_URL (the platform's variable) is given: `rq worker`'s own
 /// variable RQ_REDIS_URL, else RQ's default.
 fn default_redis_url() -> String {
@@ -398,6 +422,38 @@ impl WorkerConfig {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn rq_worker_spellings_are_accepted() {
+        let args = normalize_rq_args(
+            [
+                "rq-worker",
+                "-ds",
+                "round_robin",
+                "--logging_level",
+                "debug",
+                "-s",
+                "-d",
+                "-S",
+                "rq.serializers.JSONSerializer",
+                "high",
+                "low",
+            ]
+            .map(std::ffi::OsString::from),
+        );
+        let w = Cli::try_parse_from(args).unwrap().worker;
+        assert_eq!(w.dequeue_strategy, DequeueStrategy::RoundRobin);
+        assert_eq!(w.logging_level, LogLevel::Debug);
+        assert!(w.with_scheduler && w.python_only.disable_default_exception_handler);
+        assert_eq!(w.serializer, SerializerKind::Json);
+        assert_eq!(w.queue_names(), ["high", "low"]);
+        let w = Cli::try_parse_from(normalize_rq_args(
+            ["rq-worker", "-ds=random"].map(std::ffi::OsString::from),
+        ))
+        .unwrap()
+        .worker;
+        assert_eq!(w.dequeue_strategy, DequeueStrategy::Random);
+    }
 
     #[test]
     fn cli_is_well_formed() {
