@@ -371,3 +371,19 @@ def test_timeout_is_retried(conn, queue, fleet):
     assert status(j) == "failed" and j.retries_left == 0
     assert "JobTimeoutException" in exc_text(j)
     assert find_worker(conn, w.name).failed_job_count == 2
+
+
+def test_an_rq_worker_command_line(conn, fleet, tmp_path):
+    """The same `rq worker` option spellings start either worker: --logging_level, -ds, -S with a
+    serializer class path, --pid, --disable-job-desc-logging."""
+    from rq.serializers import JSONSerializer
+
+    q = Queue("cli", connection=conn, serializer=JSONSerializer)
+    job = q.enqueue(diag.add, 2, 3)
+    pid = tmp_path / "worker.pid"
+    fleet.burst(queues=("cli",), extra=["--logging_level", "DEBUG", "-ds", "round_robin",
+                                        "-S", "rq.serializers.JSONSerializer", "--pid", str(pid),
+                                        "--disable-job-desc-logging"])
+    assert status_of(conn, job.id) == "finished"
+    assert fetch(conn, job.id, serializer=JSONSerializer).return_value() == 5
+    assert pid.read_text().strip().isdigit()

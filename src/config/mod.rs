@@ -18,7 +18,13 @@ pub use ingest::IngestConfig;
 /// Runs the job functions named in RQ payloads as native Rust handlers, writing the Redis state
 /// that Python RQ 1.16, 2.x and 3.0 clients, `rq info` and rq-dashboard read as their own.
 #[derive(Debug, Parser)]
-#[command(name = "rq-worker", version, args_conflicts_with_subcommands = true)]
+// An option given twice takes its last value, as `rq worker` (click) does.
+#[command(
+    name = "rq-worker",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -453,6 +459,23 @@ mod tests {
         .unwrap()
         .worker;
         assert_eq!(w.dequeue_strategy, DequeueStrategy::Random);
+        // Given twice: the last value wins (click's rule); repeatable options keep every value.
+        let w = Cli::try_parse_from([
+            "rq-worker",
+            "-l",
+            "DEBUG",
+            "--logging-level",
+            "WARNING",
+            "-P",
+            "a",
+            "-P",
+            "b",
+            "q",
+        ])
+        .unwrap()
+        .worker;
+        assert_eq!(w.logging_level, LogLevel::Warning);
+        assert_eq!(w.python_only.path, ["a", "b"]);
     }
 
     #[test]
