@@ -114,6 +114,13 @@ impl Keys {
     pub fn rate_limit_keys(&self) -> String {
         format!("{}:rl-keys", self.prefix)
     }
+    /// rq ≥ 2: the set of group ids, and the lock of their maintenance (rq 3.0).
+    pub fn groups(&self) -> String {
+        format!("{}:groups", self.prefix)
+    }
+    pub fn clean_groups_lock(&self) -> String {
+        format!("{}:clean_groups", self.prefix)
+    }
     pub fn group(&self, group_id: &str) -> String {
         format!("{}:group:{group_id}", self.prefix)
     }

@@ -2,7 +2,7 @@
 //! entries, abandoned started jobs (failed or retried, never a finished one), dead worker keys in
 //! the worker sets, and ids stuck in the intermediate list; and rq 3.0's concurrency limits
 //! (leaked slots freed, waiting jobs promoted) and ready registry (dependents an rq 3.0 worker
-//! left between deferred and queued), only where rq 3.0 clients created them.
+//! left between deferred and queued), only where rq 3.0 clients created them; and groups (rq ≥ 2).
 
 use redis::{Commands, ConnectionLike};
 
@@ -63,6 +63,40 @@ pub fn clean_rate_limits<C: ConnectionLike + Commands>(
         out.push((key, cleaned));
     }
     Ok(out)
+}
+
+/// Group maintenance (rq 2.x/3.0's `Group.clean_registries`): ids of jobs that are gone leave
+/// their groups, and empty groups leave the registry. Under rq 3.0's `clean_groups` lock, held
+/// until it expires (`lock_secs`, just under the maintenance interval) so that one worker of the
+/// fleet does it per interval. Data-driven: nothing happens without an `rq:groups` set. Returns
+/// (ids removed, groups removed), or `None` when another worker holds the lock.
+pub fn clean_groups<C: ConnectionLike + Commands>(
+    con: &mut C,
+    keys: &Keys,
+    lock_secs: u64,
+) -> redis::RedisResult<Option<(i64, i64)>> {
+    let any: bool = con.exists(keys.groups())?;
+    if !any {
+        return Ok(Some((0, 0)));
+    }
+    let got: Option<String> = redis::cmd("SET")
+        .arg(keys.clean_groups_lock())
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(lock_secs.max(1))
+        .query(con)?;
+    if got.is_none() {
+        return Ok(None);
+    }
+    let groups: Vec<String> = con.smembers(keys.groups())?;
+    let (mut ids, mut gone) = (0, 0);
+    for g in groups {
+        let (removed, group_gone) = scripts::clean_group(con, keys, &g)?;
+        ids += removed;
+        gone += i64::from(group_gone);
+    }
+    Ok(Some((ids, gone)))
 }
 
 fn clean_locked<C: ConnectionLike + Commands>(

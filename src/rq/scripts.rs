@@ -33,6 +33,8 @@ static READY_RECOVER: LazyLock<Script> = LazyLock::new(|| {
         include_str!("lua/ready_recover.lua")
     ))
 });
+static GROUP_CLEAN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/group_clean.lua")));
 static RATE_LIMIT_CLEAN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         include_str!("lua/enqueue_fn.lua"),
@@ -558,4 +560,19 @@ pub fn recover_ready(
         .arg("iso")
         .arg(now.iso())
         .invoke(con)
+}
+
+/// Group maintenance for `group` (see group_clean.lua): returns (ids removed, group removed).
+pub fn clean_group(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    group: &str,
+) -> redis::RedisResult<(i64, bool)> {
+    let (removed, gone): (i64, i64) = GROUP_CLEAN
+        .arg("prefix")
+        .arg(keys.prefix())
+        .arg("group")
+        .arg(group)
+        .invoke(con)?;
+    Ok((removed, gone == 1))
 }

@@ -1,6 +1,7 @@
 //! The maintenance thread: registry cleaning for every queue at start and then every
 //! `--maintenance-interval` seconds (RQ: 600), under RQ's per-queue lock so that Python workers
-//! and rq-worker processes never clean the same queue at once; then rq 3.0's concurrency limits.
+//! and rq-worker processes never clean the same queue at once; then groups and rq 3.0's
+//! concurrency limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,16 @@ pub fn run(process: Arc<Process>) {
                         Ok(None) => {}
                         Err(e) => warn!("maintenance queue={q}: {e}"),
                     }
+                }
+                let lock_secs = process.config.maintenance_interval.saturating_sub(1);
+                match maintenance::clean_groups(&mut con, &process.keys, lock_secs) {
+                    Ok(Some((ids, groups))) if ids > 0 || groups > 0 => {
+                        info!(
+                            "maintenance groups: {ids} expired job id(s) and {groups} empty group(s) removed"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("maintenance groups: {e}"),
                 }
                 match maintenance::clean_rate_limits(&mut con, &process.keys) {
                     Ok(limits) => {
