@@ -1,0 +1,75 @@
+# rq-worker container image: Rust build stage + a runtime with no shell, compiler or package manager.
+#
+#   podman build --format docker -t rq-worker .     (docker build -t rq-worker . works the same)
+#
+# --format docker keeps the HEALTHCHECK (podman's default OCI format drops it). The base images are
+# ARGs so a site with a private registry mirror can point them elsewhere, e.g.
+#   --build-arg RUST_IMAGE=registry.example/rust:1.95-slim-bookworm
+#   --build-arg RUNTIME_BASE=registry.example/debian:bookworm-slim
+# Both must be Debian bookworm based (the runtime takes the build stage's glibc ABI). A binary
+# built elsewhere can replace the build stage: --build-context build=DIR with DIR/out/rq-worker.
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_BASE=debian:bookworm-slim
+
+# ---- build: the stripped release binary at /out/rq-worker ------------------------------------
+FROM ${RUST_IMAGE} AS build
+# libssl-dev + pkg-config for openssl-sys (native-tls); gcc (in the rust image) for bundled SQLite.
+# Unpinned on purpose (DL3008): Debian keeps only the current version of a package in bookworm and
+# bookworm-security, so a pin breaks at its next security update; a rebuild takes the fixes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# The registry and target dir are cache mounts: a rebuild recompiles only what changed. The
+# release profile's debug info is not wanted in the image, so it is not generated at all.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
+RUN --mount=type=cache,id=rq-worker-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=rq-worker-target,target=/src/target \
+    cargo build --release --locked \
+    && mkdir -p /out \
+    && strip -o /out/rq-worker target/release/rq-worker
+
+# ---- rootfs: the runtime's files, assembled on bookworm-slim -----------------------------------
+# Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader),
+# the CA bundle, a passwd/group with the fixed non-root user, /tmp. No shell survives.
+FROM ${RUNTIME_BASE} AS rootfs
+# Unpinned on purpose (DL3008, as above): a rebuild must take libssl3's security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/rq-worker /rootfs/usr/local/bin/rq-worker
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN set -eux; \
+    bin=/rootfs/usr/local/bin/rq-worker; \
+    "$bin" --version; \
+    libs="$(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)"; \
+    test -n "$libs"; \
+    for lib in $libs; do cp --parents -L "$lib" /rootfs/; done; \
+    mkdir -p /rootfs/etc/ssl/certs /rootfs/usr/lib/ssl /rootfs/tmp /rootfs/app; \
+    cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/; \
+    ln -s /etc/ssl/certs /rootfs/usr/lib/ssl/certs; \
+    ln -s /etc/ssl/certs/ca-certificates.crt /rootfs/usr/lib/ssl/cert.pem; \
+    printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nrqworker:x:10001:10001:rq-worker:/app:/usr/sbin/nologin\n' \
+        > /rootfs/etc/passwd; \
+    printf 'root:x:0:\nrqworker:x:10001:\n' > /rootfs/etc/group; \
+    printf 'hosts: files dns\n' > /rootfs/etc/nsswitch.conf; \
+    chmod 1777 /rootfs/tmp; \
+    chown 10001:10001 /rootfs/app; \
+    chroot /rootfs /usr/local/bin/rq-worker --version
+
+# ---- runtime -----------------------------------------------------------------------------------
+FROM scratch
+COPY --from=rootfs /rootfs/ /
+ENV PATH=/usr/local/bin \
+    RQ_WORKER_METRICS_ADDR=0.0.0.0:9727
+USER 10001:10001
+WORKDIR /app
+EXPOSE 9727
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/rq-worker", "health"]
+ENTRYPOINT ["/usr/local/bin/rq-worker"]
