@@ -6,6 +6,10 @@
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
 #      private redis-server (loopback, free port)
 #   4. runs ingest-tests/ when that directory exists
+#   5. builds the container image (scripts/image.sh: the full multi-stage build only when Dockerfile,
+#      .dockerignore, Cargo.toml or Cargo.lock changed since the last full build on this machine, else
+#      the runtime stage around the binary of step 2), runs image-tests/ against it, and a few
+#      ingest-tests with the worker inside the container (image-tests/podman-worker.sh)
 # and exits non-zero if anything failed. The last line is "summary: N passed, N failed, N skipped".
 #
 # Options (environment):
@@ -14,6 +18,7 @@
 #                                      of each version instead of rq-worker (skips nothing else)
 #   PYTEST_ARGS="-k retry -x"          extra pytest arguments for the Python suites
 #   SKIP_CARGO_TEST=1                  skip `cargo test` (the worker is still built)
+#   SKIP_IMAGE=1                       skip step 5 (counted as one skipped test; never set in CI)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,6 +81,7 @@ note "python venvs"
 # shellcheck disable=SC2086
 ENVS="$RQ_VERSIONS"
 [ -d ingest-tests ] && [ -f python-fixtures/requirements-ingest.txt ] && ENVS="$ENVS ingest"
+[ -d image-tests ] && [ "${SKIP_IMAGE:-0}" != 1 ] && ENVS="$ENVS image"
 # shellcheck disable=SC2086
 if ! scripts/python-envs.sh $ENVS; then
     echo "test.sh: could not build the Python venvs" >&2
@@ -121,6 +127,32 @@ if [ -d ingest-tests ]; then
     if [ -f python-fixtures/requirements-ingest.txt ]; then ingest_venv=ingest; else ingest_venv=rq1.16; fi
     scripts/python-envs.sh "$ingest_venv" >/dev/null || { echo "test.sh: venv $ingest_venv failed"; fail_step venv; }
     run_pytest "ingest" "$ingest_venv" ingest-tests
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The container image (issue 9): built here, then tested for real with podman. Any failure to
+# install podman or to build the image is a failure, never a skip. The tests run with the ingest
+# venv (Python RQ 1.16.2, psycopg); hadolint comes from .venvs/image.
+if [ -d image-tests ] && [ "${SKIP_IMAGE:-0}" = 1 ]; then
+    note "container image: SKIPPED (SKIP_IMAGE=1)"; SKIPPED=$((SKIPPED + 1))
+elif [ -d image-tests ]; then
+    note "container image (scripts/image.sh)"
+    export RQ_WORKER_IMAGE="localhost/rq-worker:test" WORKER_IMAGE="localhost/rq-worker:test"
+    podman_conf="$ROOT/scripts/image/containers.conf"
+    if command -v podman >/dev/null && CONTAINERS_CONF="$podman_conf" podman image exists "$RQ_WORKER_IMAGE"; then
+        CONTAINERS_CONF="$podman_conf" podman rmi -f "$RQ_WORKER_IMAGE" >/dev/null 2>&1 || true  # never test a stale image
+    fi
+    timeout --kill-after=30 2700 scripts/image.sh --tag "$RQ_WORKER_IMAGE" 2>&1 | tee "$LOGDIR/image-build.log"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" != 0 ]; then
+        echo "test.sh: scripts/image.sh FAILED (exit $rc): no image, image tests not run"
+        fail_step "image build"; FAILED=$((FAILED + 1))
+    else
+        run_pytest "image" ingest image-tests
+        RQ_WORKER_BIN="$ROOT/image-tests/podman-worker.sh" \
+            run_pytest "image-ingest" ingest ingest-tests \
+            -k "happy_path_three_documents or corrupt_pdf or missing_storage_object or embeddings_down"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
