@@ -24,7 +24,9 @@ from conftest import REPO, UID, free_port, podman, wait_for
 
 
 def image_config(image: str) -> dict:
-    return json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+    """The image's Config; podman's inspect shows the healthcheck beside it, docker's inside it."""
+    data = json.loads(podman("image", "inspect", image).stdout)[0]
+    return {**data["Config"], "Healthcheck": data["Config"].get("Healthcheck") or data.get("Healthcheck")}
 
 
 def workers(r) -> list[dict]:
@@ -32,12 +34,19 @@ def workers(r) -> list[dict]:
     out = []
     for key in r.smembers("rq:workers"):
         h = r.hgetall(key)
-        out.append({k.decode(): v.decode() for k, v in h.items()} | {"key": key.decode()})
+        out.append({k.decode(): v.decode() for k, v in h.items()} | {"name": key.decode().split(":", 2)[2]})
     return out
 
 
-def worker_keys(r) -> list[bytes]:
-    return list(r.scan_iter("rq:worker:*"))
+def live_worker_keys(r) -> list[bytes]:
+    """rq:worker:* keys of workers that did not deregister. As RQ's register_death does, a stopped
+    worker leaves rq:workers and rq:workers:<queue>, and its hash stays 60 s with a `death` field."""
+    live = []
+    for key in r.scan_iter("rq:worker:*"):
+        if r.type(key) == b"hash" and r.hget(key, "death") and 0 < r.ttl(key) <= 60:
+            continue
+        live.append(key)
+    return live
 
 
 def finished(job: Job, timeout: float = 30.0):
@@ -51,7 +60,8 @@ def stop_and_check_warm(containers, name: str, r) -> None:
     podman("stop", "-t", "60", name, timeout=90)
     assert containers.inspect(name, "{{.State.ExitCode}}") == "0", containers.logs(name)
     assert r.smembers("rq:workers") == set()
-    assert worker_keys(r) == []
+    assert list(r.scan_iter("rq:workers:*")) == []
+    assert live_worker_keys(r) == []
 
 
 # ---- the image itself -----------------------------------------------------------------------------
