@@ -98,7 +98,7 @@ class Containers:
     def run(self, *args: str, env: dict[str, str] | None = None, podman_args: tuple[str, ...] = ()) -> str:
         name = f"rqw-test-{uuid.uuid4().hex[:10]}"
         env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
-        podman("run", "-d", "--name", name, "--network", "host", *env_args, *podman_args, self.image, *args)
+        podman("run", "-d", "--pull=never", "--name", name, "--network", "host", *env_args, *podman_args, self.image, *args)
         self.names.append(name)
         return name
 

@@ -80,15 +80,15 @@ def test_image_configuration(image):
 
 
 def test_help_and_version(image):
-    out = podman("run", "--rm", image, "--help")
+    out = podman("run", "--rm", "--pull=never", image, "--help")
     assert "rq-worker" in out.stdout and "--concurrency" in out.stdout
-    out = podman("run", "--rm", image, "--version")
+    out = podman("run", "--rm", "--pull=never", image, "--version")
     assert out.stdout.startswith("rq-worker ")
 
 
 def test_no_shell_or_package_manager_inside(image):
     for path in ("/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg"):
-        out = podman("run", "--rm", "--entrypoint", path, image, "--version", check=False)
+        out = podman("run", "--rm", "--pull=never", "--entrypoint", path, image, "--version", check=False)
         assert out.returncode != 0, f"{path} exists in the image"
 
 
