@@ -13,6 +13,6 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$HERE/../scripts/image/containers.conf}"
-exec podman run --rm --pull=never --network host --sig-proxy=true --env-host \
+exec podman run --rm --pull=never --no-healthcheck --network host --sig-proxy=true --env-host \
     -e HOME=/app -e PATH=/usr/local/bin -e TMPDIR=/tmp \
     "${WORKER_IMAGE:-localhost/rq-worker:test}" "$@"

@@ -17,6 +17,7 @@ import subprocess
 import urllib.request
 
 import pytest
+from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 
@@ -94,7 +95,7 @@ def test_no_shell_or_package_manager_inside(image):
 
 def test_files_the_runtime_needs(image, tmp_path):
     """CA bundle, passwd/group with the fixed user, /tmp sticky and world-writable, /app owned by the user."""
-    name = podman("create", image).stdout.strip()
+    name = podman("create", "--pull=never", image).stdout.strip()
     try:
         podman("cp", f"{name}:/etc/passwd", str(tmp_path / "passwd"))
         podman("cp", f"{name}:/etc/group", str(tmp_path / "group"))
@@ -193,6 +194,43 @@ def test_sigterm_is_a_warm_shutdown(containers, redis_server):
     stop_and_check_warm(containers, name, r)
     assert job.get_status(refresh=True) == "finished"
     assert job.return_value() == 4
+
+
+def test_tls_redis_verified_with_the_image_ca_bundle(containers, tmp_path):
+    """rediss:// through the image's libssl, verifying the server against /etc/ssl/certs/ca-certificates.crt
+    (replaced by a test CA with a bind mount, as a site adds its private CA) and resolving `localhost`
+    through /etc/hosts (the image's nsswitch.conf)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=rq-worker image test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (tmp_path / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    os.chmod(tmp_path / "ca.pem", 0o644)
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--tls-cert-file", str(tmp_path / "server.pem"),
+         "--tls-key-file", str(tmp_path / "server.key"), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+         "--tls-auth-clients", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = Redis(host="localhost", port=port, ssl=True, ssl_ca_certs=str(tmp_path / "ca.pem"))
+        wait_for(r.ping, 10, "redis-server with TLS")
+        # With the image's own bundle (public CAs only) the test server's certificate is refused.
+        url = f"rediss://localhost:{port}/0"
+        out = podman("run", "--rm", "--pull=never", "--network", "host", "--no-healthcheck", "-e", f"REDIS_URL={url}",
+                     containers.image, "--burst", "q-tls", check=False, timeout=60)
+        assert out.returncode != 0 and "certificate verify failed" in out.stderr, out.stderr
+        job = Queue("q-tls", connection=r).enqueue("rq_worker.diag.add", 20, 22)
+        name = containers.run("q-tls", env={"REDIS_URL": url},
+                              podman_args=("-v", f"{tmp_path / 'ca.pem'}:/etc/ssl/certs/ca-certificates.crt:ro"))
+        assert finished(job) == 42
+        stop_and_check_warm(containers, name, r)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 # ---- the Dockerfile -------------------------------------------------------------------------------
