@@ -33,8 +33,9 @@ RUN --mount=type=cache,id=rq-worker-cargo-registry,target=/usr/local/cargo/regis
     && strip -o /out/rq-worker target/release/rq-worker
 
 # ---- rootfs: the runtime's files, assembled on bookworm-slim -----------------------------------
-# Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader),
-# the CA bundle, a passwd/group with the fixed non-root user, /tmp. No shell survives.
+# Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader) with
+# their Debian copyright files (and a list of the packages and versions they come from), the CA bundle, a passwd/group with the fixed non-root user, /tmp.
+# No shell survives.
 FROM ${RUNTIME_BASE} AS rootfs
 # Unpinned on purpose (DL3008, as above): a rebuild must take libssl3's security updates.
 # hadolint ignore=DL3008
@@ -49,6 +50,13 @@ RUN set -eux; \
     libs="$(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)"; \
     test -n "$libs"; \
     for lib in $libs; do cp --parents -L "$lib" /rootfs/; done; \
+    pkgs="$(for lib in $libs; do dpkg -S "*/${lib##*/}"; done | cut -d: -f1 | sort -u) ca-certificates"; \
+    for pkg in $pkgs; do \
+        doc="/usr/share/doc/$pkg/copyright"; \
+        [ -f "$doc" ] || doc="/usr/share/doc/$(dpkg-query -W -f '${Depends}' "$pkg" | grep -o '[a-z0-9.+-]*-base' | head -1)/copyright"; \
+        install -D -m 644 "$doc" "/rootfs/usr/share/doc/$pkg/copyright"; \
+        dpkg-query -W -f '${Package} ${Version}\n' "$pkg" >> /rootfs/usr/share/doc/packages.txt; \
+    done; \
     mkdir -p /rootfs/etc/ssl/certs /rootfs/usr/lib/ssl /rootfs/tmp /rootfs/app; \
     cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/; \
     ln -s /etc/ssl/certs /rootfs/usr/lib/ssl/certs; \
@@ -63,6 +71,9 @@ RUN set -eux; \
 
 # ---- runtime -----------------------------------------------------------------------------------
 FROM scratch
+LABEL org.opencontainers.image.title="rq-worker" \
+      org.opencontainers.image.description="Wire-compatible drop-in replacement for the Python RQ worker, with native ingestion jobs" \
+      org.opencontainers.image.licenses="MIT"
 COPY --from=rootfs /rootfs/ /
 ENV PATH=/usr/local/bin \
     RQ_WORKER_METRICS_ADDR=0.0.0.0:9727

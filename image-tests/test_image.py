@@ -171,7 +171,8 @@ def test_healthcheck_goes_healthy(containers, redis_server):
     name = containers.run("q-health", env={"REDIS_URL": redis_server.url,
                                            "RQ_WORKER_METRICS_ADDR": f"127.0.0.1:{port}"})
     # The image's HEALTHCHECK, run by the engine inside the container (no shell, no curl).
-    wait_for(lambda: podman("healthcheck", "run", name, check=False).returncode == 0, 30, "healthcheck to pass")
+    wait_for(lambda: podman("healthcheck", "run", name, check=False, timeout=20).returncode == 0, 30,
+             "healthcheck to pass")
     health = json.loads(podman("inspect", name).stdout)[0]["State"]
     status = (health.get("Health") or health.get("Healthcheck"))["Status"]
     assert status == "healthy"
