@@ -91,24 +91,37 @@ pub fn text_line(record: &log::Record<'_>, ts: &str) -> String {
     line
 }
 
-/// One JSON line (without the newline).
+/// One JSON line (without the newline), keys in a fixed order: the four fixed ones, then the
+/// record's fields.
 pub fn json_line(record: &log::Record<'_>, ts: &str) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert("timestamp".into(), ts.into());
-    obj.insert("level".into(), record.level().as_str().into());
-    obj.insert("target".into(), record.target().into());
-    obj.insert("message".into(), record.args().to_string().into());
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let mut line = format!(
+        "{{\"timestamp\":{},\"level\":{},\"target\":{},\"message\":{}",
+        q(ts),
+        q(record.level().as_str()),
+        q(record.target()),
+        q(&record.args().to_string())
+    );
+    let mut seen: Vec<String> = Vec::new();
     for (k, v) in fields(record).0 {
+        // A field never replaces one of the four fixed keys, nor an earlier field.
+        if ["timestamp", "level", "target", "message"].contains(&k.as_str()) || seen.contains(&k) {
+            continue;
+        }
         let v = match v {
-            FieldValue::Int(i) => serde_json::Value::from(i),
-            FieldValue::Float(f) => serde_json::Value::from(f),
-            FieldValue::Bool(b) => serde_json::Value::from(b),
-            FieldValue::Text(s) => serde_json::Value::from(s),
+            FieldValue::Int(i) => i.to_string(),
+            FieldValue::Float(f) => serde_json::Value::from(f).to_string(),
+            FieldValue::Bool(b) => b.to_string(),
+            FieldValue::Text(s) => q(&s),
         };
-        // A field never replaces one of the four fixed keys.
-        obj.entry(k).or_insert(v);
+        line.push(',');
+        line.push_str(&q(&k));
+        line.push(':');
+        line.push_str(&v);
+        seen.push(k);
     }
-    serde_json::Value::Object(obj).to_string()
+    line.push('}');
+    line
 }
 
 /// Install the logger: `level` from the command line, then `RUST_LOG` filters on top.
@@ -161,6 +174,7 @@ mod tests {
             assert_eq!(v["elapsed_ms"], 12);
             assert_eq!(v["exc_type"], "ValueError");
             assert_eq!(v["level"], "INFO");
+            assert!(json_line(r, "T").starts_with("{\"timestamp\":\"T\",\"level\":\"INFO\""));
         });
     }
 }
