@@ -741,6 +741,16 @@ def test_probes_answer_as_the_files_call_them(tmp_path):
          "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    import socket
+
+    deadline = time.monotonic() + 20
+    while True:  # redis-server accepting connections
+        try:
+            socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
+            break
+        except OSError:
+            assert redis.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
     env = {
         **os.environ,
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -756,7 +766,8 @@ def test_probes_answer_as_the_files_call_them(tmp_path):
         health = [os.environ["RQ_WORKER_BIN"], "health"]
         deadline = time.monotonic() + 30
         while subprocess.run(health, env=env, capture_output=True, timeout=15).returncode != 0:
-            assert worker.poll() is None, "worker exited"
+            if worker.poll() is not None:
+                pytest.fail(f"worker exited {worker.returncode}: {worker.stdout.read()[-3000:]}")
             assert time.monotonic() < deadline, "rq-worker health never passed"
             time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
