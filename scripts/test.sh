@@ -6,6 +6,7 @@
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
 #      private redis-server (loopback, free port)
 #   4. runs ingest-tests/ when that directory exists
+#   5. runs deploy/tests/ (schema validation of the deployment files) when that directory exists
 # and exits non-zero if anything failed. The last line is "summary: N passed, N failed, N skipped".
 #
 # Options (environment):
@@ -121,6 +122,15 @@ if [ -d ingest-tests ]; then
     if [ -f python-fixtures/requirements-ingest.txt ]; then ingest_venv=ingest; else ingest_venv=rq1.16; fi
     scripts/python-envs.sh "$ingest_venv" >/dev/null || { echo "test.sh: venv $ingest_venv failed"; fail_step venv; }
     run_pytest "ingest" "$ingest_venv" ingest-tests
+fi
+
+# ---------------------------------------------------------------------------------------------
+# deploy/tests: the Compose overrides and Kubernetes manifests under deploy/ against the Compose,
+# Kubernetes and KEDA schemas (offline, from .venvs/deploy built from
+# python-fixtures/requirements-deploy.txt), and the flags they pass against $RQ_WORKER_BIN --help.
+if [ -d deploy/tests ]; then
+    scripts/python-envs.sh deploy >/dev/null || { echo "test.sh: venv deploy failed"; fail_step venv; }
+    run_pytest "deploy" "deploy" deploy/tests
 fi
 
 # ---------------------------------------------------------------------------------------------
