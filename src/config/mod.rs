@@ -691,3 +691,113 @@ mod tests {
         assert_eq!(w.queue_names(), ["default"]);
     }
 }
+
+/// The configuration reference (`docs/configuration.md`) is checked against the command line
+/// definition, so the two never drift. Regenerate its tables with
+/// `cargo test --lib print_configuration_reference -- --ignored --nocapture`.
+#[cfg(test)]
+mod reference {
+    use super::*;
+    use clap::CommandFactory;
+
+    const DOC: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ));
+
+    /// One row per visible option: (section, flag cell, env cell, default cell, help).
+    fn rows(
+        cmd: &clap::Command,
+        section_default: &str,
+    ) -> Vec<(String, String, String, String, String)> {
+        let mut out = Vec::new();
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+                continue;
+            }
+            let flag = match (a.get_short(), a.get_long()) {
+                (Some(s), Some(l)) => format!("`-{s}, --{l}`"),
+                (None, Some(l)) => format!("`--{l}`"),
+                (Some(s), None) => format!("`-{s}`"),
+                (None, None) => format!("`{}`", a.get_id().as_str().to_uppercase()),
+            };
+            let env = a
+                .get_env()
+                .map(|e| format!("`{}`", e.to_string_lossy()))
+                .unwrap_or_default();
+            let default = a
+                .get_default_values()
+                .iter()
+                .map(|v| format!("`{}`", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = a
+                .get_help()
+                .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+                .unwrap_or_default();
+            let section = a.get_help_heading().unwrap_or(section_default).to_string();
+            out.push((section, flag, env, default, help));
+        }
+        out
+    }
+
+    fn all_rows() -> Vec<(String, String, String, String, String)> {
+        let cli = Cli::command();
+        let mut r = rows(&cli, "Worker");
+        for sub in cli.get_subcommands() {
+            r.extend(rows(sub, &format!("`rq-worker {}`", sub.get_name())));
+        }
+        r
+    }
+
+    #[test]
+    #[ignore]
+    fn print_configuration_reference() {
+        let mut section = String::new();
+        for (s, flag, env, default, help) in all_rows() {
+            if s != section {
+                println!("\n### {s}\n\n| flag | env | default | meaning |\n|---|---|---|---|");
+                section = s;
+            }
+            println!("| {flag} | {env} | {default} | {help} |");
+        }
+    }
+
+    #[test]
+    fn docs_configuration_md_matches_the_command_line() {
+        let doc_rows: Vec<Vec<String>> = DOC
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                l.split(" | ")
+                    .map(|c| c.trim_matches(|c| c == '|' || c == ' ').to_string())
+                    .collect()
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (section, flag, env, default, _help) in all_rows() {
+            let found = doc_rows.iter().any(|r| {
+                r.first() == Some(&flag) && r.get(1) == Some(&env) && r.get(2) == Some(&default)
+            });
+            if !found {
+                missing.push(format!("{section}: {flag} | {env} | {default}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks (or has stale) rows for:\n{}\nregenerate: cargo test --lib \
+             print_configuration_reference -- --ignored --nocapture",
+            missing.join("\n")
+        );
+        let known: Vec<String> = all_rows().into_iter().map(|r| r.1).collect();
+        let stale: Vec<&String> = doc_rows
+            .iter()
+            .filter_map(|r| r.first())
+            .filter(|f| !known.contains(f))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "docs/configuration.md names options that do not exist: {stale:?}"
+        );
+    }
+}
