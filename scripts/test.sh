@@ -6,7 +6,8 @@
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
 #      private redis-server (loopback, free port)
 #   4. runs ingest-tests/ when that directory exists
-#   5. builds the container image (scripts/image.sh: the full multi-stage build only when Dockerfile,
+#   5. runs deploy/tests/ (schema validation of the deployment files) when that directory exists
+#   6. builds the container image (scripts/image.sh: the full multi-stage build only when Dockerfile,
 #      .dockerignore, Cargo.toml or Cargo.lock changed since the last full build on this machine, else
 #      the runtime stage around the binary of step 2), runs image-tests/ against it, and a few
 #      ingest-tests with the worker inside the container (image-tests/podman-worker.sh)
@@ -18,7 +19,7 @@
 #                                      of each version instead of rq-worker (skips nothing else)
 #   PYTEST_ARGS="-k retry -x"          extra pytest arguments for the Python suites
 #   SKIP_CARGO_TEST=1                  skip `cargo test` (the worker is still built)
-#   SKIP_IMAGE=1                       skip step 5 (counted as one skipped test; never set in CI)
+#   SKIP_IMAGE=1                       skip step 6 (counted as one skipped test; never set in CI)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -127,6 +128,15 @@ if [ -d ingest-tests ]; then
     if [ -f python-fixtures/requirements-ingest.txt ]; then ingest_venv=ingest; else ingest_venv=rq1.16; fi
     scripts/python-envs.sh "$ingest_venv" >/dev/null || { echo "test.sh: venv $ingest_venv failed"; fail_step venv; }
     run_pytest "ingest" "$ingest_venv" ingest-tests
+fi
+
+# ---------------------------------------------------------------------------------------------
+# deploy/tests: the Compose overrides and Kubernetes manifests under deploy/ against the Compose,
+# Kubernetes and KEDA schemas (offline, from .venvs/deploy built from
+# python-fixtures/requirements-deploy.txt), and the flags they pass against $RQ_WORKER_BIN --help.
+if [ -d deploy/tests ]; then
+    scripts/python-envs.sh deploy >/dev/null || { echo "test.sh: venv deploy failed"; fail_step venv; }
+    run_pytest "deploy" "deploy" deploy/tests
 fi
 
 # ---------------------------------------------------------------------------------------------

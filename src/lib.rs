@@ -15,10 +15,12 @@
 //! - [`adapters`]: clients for the outside world the jobs use (PostgreSQL, SQLite, Supabase
 //!   Storage, OpenAI-compatible embeddings).
 //! - [`pdf`]: PDF text extraction on lopdf; bytes in, per-page text out.
+//! - [`ops`]: metrics, liveness/readiness probes and the log format: what operators see.
 
 pub mod adapters;
 pub mod config;
 pub mod jobs;
+pub mod ops;
 pub mod pdf;
 pub mod rq;
 pub mod runtime;

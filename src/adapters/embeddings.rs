@@ -5,6 +5,7 @@
 //! exponential backoff on 429, 5xx, timeouts and connection errors, honouring `Retry-After` /
 //! `retry-after-ms`; any other 4xx fails at once. Errors read like the official Python client's.
 
+use crate::ops::metrics;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -166,18 +167,30 @@ impl EmbeddingsClient {
             requests += 1;
             let (err, wait) = match self.try_once(key, &body, inputs.len()) {
                 Ok((vectors, total_tokens)) => {
+                    metrics::with(|m| {
+                        m.embedding_requests.with_label_values(&["ok"]).inc();
+                        m.embedding_inputs.inc_by(inputs.len() as u64);
+                        m.embedding_tokens.inc_by(total_tokens.unwrap_or(0));
+                    });
                     return Ok(Embedded {
                         vectors,
                         total_tokens,
                         requests,
                     });
                 }
-                Err(Attempt::Final(e)) => return Err(e),
-                Err(Attempt::Retry(e, wait)) => (e, wait),
+                Err(Attempt::Final(e)) => {
+                    metrics::with(|m| m.embedding_requests.with_label_values(&["error"]).inc());
+                    return Err(e);
+                }
+                Err(Attempt::Retry(e, wait)) => {
+                    metrics::with(|m| m.embedding_requests.with_label_values(&["error"]).inc());
+                    (e, wait)
+                }
             };
             if requests > self.config.max_retries {
                 return Err(err);
             }
+            metrics::with(|m| m.embedding_retries.inc());
             let backoff = Duration::from_millis(500u64.saturating_mul(1 << (requests - 1).min(4)));
             let delay = wait.unwrap_or(backoff).min(Duration::from_secs(60));
             log::warn!(

@@ -57,16 +57,35 @@ impl r2d2::CustomizeConnection<Client, ::postgres::Error> for SessionSetup {
     }
 }
 
+fn tls_connector(verify: bool) -> Result<MakeTlsConnector, PgError> {
+    let mut tls = native_tls::TlsConnector::builder();
+    if !verify {
+        tls.danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    Ok(MakeTlsConnector::new(tls.build().map_err(PgError::Tls)?))
+}
+
+/// Readiness: open a fresh connection (not one of the jobs' pooled ones, which may all be busy)
+/// within `timeout` and run `SELECT 1`.
+pub fn ping(url: &str, timeout: Duration) -> Result<(), String> {
+    let (mut config, verify) = parse_url(url).map_err(|e| e.to_string())?;
+    config.connect_timeout(timeout);
+    let tls = tls_connector(verify).map_err(|e| e.to_string())?;
+    let mut client = config
+        .connect(tls)
+        .map_err(|e| format!("unreachable ({})", describe(&e)))?;
+    client
+        .simple_query("SELECT 1")
+        .map(|_| ())
+        .map_err(|e| format!("SELECT 1 failed ({})", describe(&e)))
+}
+
 impl PgPool {
     /// Build the pool; no connection is opened until the first [`PgPool::get`].
     pub fn new(url: &str, max_size: u32, statement_timeout: Duration) -> Result<Self, PgError> {
         let (config, verify) = parse_url(url)?;
-        let mut tls = native_tls::TlsConnector::builder();
-        if !verify {
-            tls.danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true);
-        }
-        let tls = MakeTlsConnector::new(tls.build().map_err(PgError::Tls)?);
+        let tls = tls_connector(verify)?;
         let manager = PostgresConnectionManager::new(config, tls);
         let pool = r2d2::Pool::builder()
             .max_size(max_size.max(1))

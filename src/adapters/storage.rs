@@ -5,6 +5,7 @@
 //! APIs"); bounded retries on 5xx, timeouts and connection errors, none on 4xx; objects larger than
 //! `MAX_FILE_SIZE_BYTES` are refused from `Content-Length` or after at most limit + 1 bytes read.
 
+use crate::ops::metrics;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -64,10 +65,14 @@ impl Storage {
         max_bytes: u64,
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, StorageError> {
-        match self {
+        let r = match self {
             Storage::Supabase(s) => s.download(bucket, path, max_bytes, stop),
             Storage::Local(l) => l.download(bucket, path, max_bytes),
+        };
+        if let Ok(bytes) = &r {
+            metrics::with(|m| m.storage_bytes.inc_by(bytes.len() as u64));
         }
+        r
     }
 }
 
@@ -134,6 +139,7 @@ impl SupabaseStorage {
                 });
             }
             let delay = Duration::from_millis(250u64.saturating_mul(1 << (attempt - 1).min(4)));
+            metrics::with(|m| m.storage_retries.inc());
             log::warn!(
                 "storage download {bucket}/{path} failed (attempt {attempt}): {retryable}; retrying in {delay:?}"
             );

@@ -17,6 +17,11 @@ pub struct IngestConfig {
     )]
     pub database_url: String,
 
+    /// Whether DATABASE_URL (or --database-url) was given rather than defaulted: readiness then
+    /// checks PostgreSQL, since this worker is meant to serve the jobs that write to it.
+    #[arg(skip)]
+    pub database_url_given: bool,
+
     /// Supabase project URL; PDFs are downloaded from `{SUPABASE_URL}/storage/v1/object/{bucket}/{path}`.
     #[arg(long, env = "SUPABASE_URL")]
     pub supabase_url: Option<String>,

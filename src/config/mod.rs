@@ -41,6 +41,23 @@ pub struct Cli {
 pub enum Command {
     /// Print the text rq-worker extracts from a PDF, pages separated by form feeds (like pdftotext).
     PdfText(PdfTextArgs),
+    /// Probe a running worker's /healthz (or /readyz): exit 0 when it answers 200, else 1.
+    /// For container HEALTHCHECKs and exec probes; needs --metrics-addr on the worker.
+    Health(HealthArgs),
+}
+
+/// `rq-worker health [--ready] [--addr HOST:PORT]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Probe /readyz (Redis, workers registered, PostgreSQL) instead of /healthz (liveness).
+    #[arg(long)]
+    pub ready: bool,
+    /// The worker's --metrics-addr; an unspecified host (0.0.0.0, [::]) means this machine.
+    #[arg(long, env = "RQ_WORKER_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
 }
 
 /// `rq-worker pdf-text FILE [--page N]`.
@@ -91,6 +108,15 @@ pub enum RqVersion {
     V2,
     /// Pick v2 only when Redis shows unambiguous ≥ 2.0 evidence and no 1.x worker or job; else compat.
     Auto,
+}
+
+/// Log line format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatKind {
+    /// `[timestamp LEVEL target] message key=value ...`
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the job fields.
+    Json,
 }
 
 /// Log verbosity (`rq worker --logging-level`).
@@ -212,6 +238,20 @@ pub struct WorkerConfig {
     #[arg(long)]
     pub disable_job_desc_logging: bool,
 
+    /// Serve Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz on
+    /// this address (e.g. 0.0.0.0:9727); off when not given.
+    #[arg(long, env = "RQ_WORKER_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// Log line format: text or json. Any other value is taken as `rq worker`'s Python logging
+    /// format string, which cannot apply here: it is reported and text is used.
+    #[arg(long, env = "RQ_WORKER_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Fault injection for the test suites (comma-separated `name=N`); never set in production.
+    #[arg(long, env = "RQ_WORKER_TEST_FAULTS", hide = true)]
+    pub test_faults: Option<String>,
+
     #[command(flatten)]
     pub python_only: PythonOnlyOptions,
 }
@@ -252,9 +292,6 @@ pub struct PythonOnlyOptions {
     /// Sentry debug output.
     #[arg(long)]
     pub sentry_debug: bool,
-    /// Python logging format.
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
     /// Python logging date format.
     #[arg(long, value_name = "FORMAT")]
     pub date_format: Option<String>,
@@ -323,12 +360,83 @@ impl PythonOnlyOptions {
             "Sentry is not supported; failures are in the failed registry and the log",
         );
         note(
-            self.log_format.is_some() || self.date_format.is_some(),
-            "--log-format/--date-format".into(),
-            "log lines use env_logger's format (RUST_LOG filters)",
+            self.date_format.is_some(),
+            "--date-format".into(),
+            "log lines carry RFC 3339 UTC timestamps (--log-format text or json)",
         );
         out
     }
+}
+
+/// The last path component of a program name.
+fn basename(a: &str) -> &str {
+    a.rsplit('/').next().unwrap_or(a)
+}
+
+fn is_python(a: &str) -> bool {
+    let b = basename(a);
+    b == "python"
+        || b.strip_prefix("python")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// Recognise the command lines the platform starts its Python worker with, so that swapping only
+/// the image keeps them working, and turn them into rq-worker's own:
+///
+/// - `python worker.py [QUEUE]` (any python, any path to `worker.py`): the platform's script takes
+///   `QUEUE_NAME` first, then its first argument, then `default`, and nothing else; so does this.
+/// - `rq worker [OPTIONS] [QUEUES]` (any path to `rq`): the rest is read as `rq worker`'s options.
+///
+/// Returns the arguments to parse and, for a legacy command line, a note to log saying what it
+/// was mapped to. `queue_name_env` is the value of `QUEUE_NAME`.
+pub fn map_legacy_command(
+    args: Vec<std::ffi::OsString>,
+    queue_name_env: Option<&str>,
+) -> (Vec<std::ffi::OsString>, Option<String>) {
+    let text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let prog = args.first().cloned().unwrap_or_else(|| "rq-worker".into());
+    let shown = |v: &[String]| v.join(" ");
+    if text.len() >= 3 && is_python(&text[1]) && basename(&text[2]) == "worker.py" {
+        let env_queue = queue_name_env.map(str::trim).filter(|q| !q.is_empty());
+        let mut out = vec![prog];
+        let why = if let Some(q) = env_queue {
+            format!("QUEUE_NAME={q} (worker.py takes QUEUE_NAME before its argument)")
+        } else if let Some(q) = text.get(3) {
+            out.push(q.into());
+            format!("queue {q} from the argument")
+        } else {
+            "QUEUE_NAME unset and no argument: queue default".to_string()
+        };
+        let mut new: Vec<String> = vec!["rq-worker".into()];
+        new.extend(out.iter().skip(1).map(|a| a.to_string_lossy().into_owned()));
+        let ignored = if text.len() > 4 || (env_queue.is_some() && text.len() > 3) {
+            format!(
+                "; ignored as worker.py ignores them: {}",
+                shown(&text[if env_queue.is_some() { 3 } else { 4 }..])
+            )
+        } else {
+            String::new()
+        };
+        let note = format!(
+            "legacy command line `{}` mapped to `{}`: {why}{ignored}",
+            shown(&text[1..]),
+            shown(&new)
+        );
+        return (out, Some(note));
+    }
+    if text.len() >= 3 && basename(&text[1]) == "rq" && text[2] == "worker" {
+        let mut out = vec![prog];
+        out.extend(args.into_iter().skip(3));
+        let note = format!(
+            "`rq worker` command line mapped to `rq-worker {}` (rq worker's options are read as they are)",
+            shown(&text[3..])
+        );
+        return (out, Some(note));
+    }
+    (args, None)
 }
 
 /// `rq worker` spells the dequeue strategy's short option `-ds`, which a standard parser reads as
@@ -407,6 +515,18 @@ impl WorkerConfig {
         Duration::from_secs(secs)
     }
 
+    /// The log format, and the value given when it was not `text` or `json` (then taken as
+    /// `rq worker`'s Python logging format string, which is reported and ignored).
+    pub fn log_format(&self) -> (LogFormatKind, Option<String>) {
+        match self.log_format.as_deref().map(str::trim) {
+            None | Some("") => (LogFormatKind::Text, None),
+            Some(v) => match LogFormatKind::from_str(v, true) {
+                Ok(k) => (k, None),
+                Err(_) => (LogFormatKind::Text, Some(v.to_string())),
+            },
+        }
+    }
+
     /// Effective log filter for env_logger.
     pub fn log_filter(&self) -> log::LevelFilter {
         if self.verbose {
@@ -479,6 +599,83 @@ mod tests {
     }
 
     #[test]
+    fn legacy_command_lines_map_to_rq_worker() {
+        let os = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        // The dev compose: `command: python worker.py ingest_extract`, QUEUE_NAME also set.
+        let (args, note) = map_legacy_command(
+            os(&["rq-worker", "python", "worker.py", "ingest_extract"]),
+            Some("ingest_extract"),
+        );
+        assert_eq!(args, os(&["rq-worker"]));
+        assert!(note.unwrap().contains("QUEUE_NAME=ingest_extract"));
+        // worker.py's argument when QUEUE_NAME is unset; only the first one counts.
+        let (args, note) = map_legacy_command(
+            os(&[
+                "rq-worker",
+                "/usr/local/bin/python3.11",
+                "/app/worker.py",
+                "ingest_index",
+                "x",
+            ]),
+            None,
+        );
+        assert_eq!(args, os(&["rq-worker", "ingest_index"]));
+        assert!(
+            note.unwrap()
+                .contains("ignored as worker.py ignores them: x")
+        );
+        let (args, _) = map_legacy_command(os(&["rq-worker", "python", "worker.py"]), Some(" "));
+        assert_eq!(args, os(&["rq-worker"]));
+        // `rq worker` command lines keep their options.
+        let (args, note) = map_legacy_command(
+            os(&[
+                "rq-worker",
+                "rq",
+                "worker",
+                "-u",
+                "redis://r:6379/0",
+                "--burst",
+                "high",
+                "low",
+            ]),
+            None,
+        );
+        assert_eq!(
+            args,
+            os(&[
+                "rq-worker",
+                "-u",
+                "redis://r:6379/0",
+                "--burst",
+                "high",
+                "low"
+            ])
+        );
+        assert!(note.is_some());
+        let w = Cli::try_parse_from(args).unwrap().worker;
+        assert!(w.burst);
+        assert_eq!(w.queue_names(), ["high", "low"]);
+        // Anything else is left alone (a queue may be called `python`).
+        let (args, note) = map_legacy_command(os(&["rq-worker", "python", "default"]), None);
+        assert_eq!(args, os(&["rq-worker", "python", "default"]));
+        assert!(note.is_none());
+    }
+
+    #[test]
+    fn log_format_json_text_or_a_python_format() {
+        let w = |v: &[&str]| Cli::try_parse_from(v).unwrap().worker;
+        assert_eq!(
+            w(&["rq-worker", "--log-format", "JSON"]).log_format(),
+            (LogFormatKind::Json, None)
+        );
+        assert_eq!(w(&["rq-worker"]).log_format(), (LogFormatKind::Text, None));
+        assert_eq!(
+            w(&["rq-worker", "--log-format", "%(asctime)s %(message)s"]).log_format(),
+            (LogFormatKind::Text, Some("%(asctime)s %(message)s".into()))
+        );
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
@@ -492,5 +689,115 @@ mod tests {
         assert_eq!(w.queue_names(), ["x", "y"]);
         w.queue_name_env = None;
         assert_eq!(w.queue_names(), ["default"]);
+    }
+}
+
+/// The configuration reference (`docs/configuration.md`) is checked against the command line
+/// definition, so the two never drift. Regenerate its tables with
+/// `cargo test --lib print_configuration_reference -- --ignored --nocapture`.
+#[cfg(test)]
+mod reference {
+    use super::*;
+    use clap::CommandFactory;
+
+    const DOC: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ));
+
+    /// One row per visible option: (section, flag cell, env cell, default cell, help).
+    fn rows(
+        cmd: &clap::Command,
+        section_default: &str,
+    ) -> Vec<(String, String, String, String, String)> {
+        let mut out = Vec::new();
+        for a in cmd.get_arguments() {
+            if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" {
+                continue;
+            }
+            let flag = match (a.get_short(), a.get_long()) {
+                (Some(s), Some(l)) => format!("`-{s}, --{l}`"),
+                (None, Some(l)) => format!("`--{l}`"),
+                (Some(s), None) => format!("`-{s}`"),
+                (None, None) => format!("`{}`", a.get_id().as_str().to_uppercase()),
+            };
+            let env = a
+                .get_env()
+                .map(|e| format!("`{}`", e.to_string_lossy()))
+                .unwrap_or_default();
+            let default = a
+                .get_default_values()
+                .iter()
+                .map(|v| format!("`{}`", v.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let help = a
+                .get_help()
+                .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+                .unwrap_or_default();
+            let section = a.get_help_heading().unwrap_or(section_default).to_string();
+            out.push((section, flag, env, default, help));
+        }
+        out
+    }
+
+    fn all_rows() -> Vec<(String, String, String, String, String)> {
+        let cli = Cli::command();
+        let mut r = rows(&cli, "Worker");
+        for sub in cli.get_subcommands() {
+            r.extend(rows(sub, &format!("`rq-worker {}`", sub.get_name())));
+        }
+        r
+    }
+
+    #[test]
+    #[ignore]
+    fn print_configuration_reference() {
+        let mut section = String::new();
+        for (s, flag, env, default, help) in all_rows() {
+            if s != section {
+                println!("\n### {s}\n\n| flag | env | default | meaning |\n|---|---|---|---|");
+                section = s;
+            }
+            println!("| {flag} | {env} | {default} | {help} |");
+        }
+    }
+
+    #[test]
+    fn docs_configuration_md_matches_the_command_line() {
+        let doc_rows: Vec<Vec<String>> = DOC
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                l.split(" | ")
+                    .map(|c| c.trim_matches(|c| c == '|' || c == ' ').to_string())
+                    .collect()
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (section, flag, env, default, _help) in all_rows() {
+            let found = doc_rows.iter().any(|r| {
+                r.first() == Some(&flag) && r.get(1) == Some(&env) && r.get(2) == Some(&default)
+            });
+            if !found {
+                missing.push(format!("{section}: {flag} | {env} | {default}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks (or has stale) rows for:\n{}\nregenerate: cargo test --lib \
+             print_configuration_reference -- --ignored --nocapture",
+            missing.join("\n")
+        );
+        let known: Vec<String> = all_rows().into_iter().map(|r| r.1).collect();
+        let stale: Vec<&String> = doc_rows
+            .iter()
+            .filter_map(|r| r.first())
+            .filter(|f| !known.contains(f))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "docs/configuration.md names options that do not exist: {stale:?}"
+        );
     }
 }

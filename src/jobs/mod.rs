@@ -197,10 +197,15 @@ where
     }
 }
 
-/// Function name (as written in the payload) → handler.
+/// A readiness check a job family needs (its database reachable, ...): `Ok` or why not.
+pub type ReadinessProbe = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Function name (as written in the payload) → handler; plus the readiness checks of the
+/// services the handlers depend on.
 #[derive(Default, Clone)]
 pub struct Registry {
     handlers: HashMap<String, Arc<dyn Handler>>,
+    probes: Vec<(String, ReadinessProbe)>,
 }
 
 impl Registry {
@@ -212,6 +217,16 @@ impl Registry {
     pub fn register(&mut self, func_name: &str, handler: impl Handler + 'static) {
         self.handlers
             .insert(func_name.to_string(), Arc::new(handler));
+    }
+
+    /// Add a readiness check (shown by `/readyz` under `name`).
+    pub fn add_probe(&mut self, name: &str, probe: ReadinessProbe) {
+        self.probes.push((name.to_string(), probe));
+    }
+
+    /// The readiness checks added by the job families.
+    pub fn probes(&self) -> Vec<(String, ReadinessProbe)> {
+        self.probes.clone()
     }
 
     pub fn get(&self, func_name: &str) -> Option<Arc<dyn Handler>> {

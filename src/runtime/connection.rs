@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
+use crate::ops::health::Beacon;
 use crate::runtime::shutdown::{Phase, Shutdown};
 
 /// Opens connections to one Redis URL.
@@ -84,10 +85,17 @@ impl Connector {
         shutdown: &Shutdown,
         give_up_at: Phase,
         who: &str,
+        beacon: Option<&Beacon>,
     ) -> Result<redis::Connection, ConnectError> {
         let mut delay = Duration::from_millis(250);
         let mut attempts = 0u32;
         loop {
+            if let Some(b) = beacon {
+                // One attempt (10 s to connect, then the handshake) and one backoff sleep.
+                b.alive_for(
+                    Duration::from_secs(10) + read_timeout + delay + Duration::from_secs(10),
+                );
+            }
             match self.connect(read_timeout) {
                 Ok(con) => {
                     if attempts > 0 {

@@ -114,6 +114,7 @@ pub fn pubsub(process: Arc<Process>) {
             &process.shutdown,
             Phase::Done,
             "pubsub",
+            None,
         ) {
             Ok(c) => c,
             Err(_) => return,

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use log::warn;
 
 use crate::jobs::{CancelReason, CancelToken, JobError};
+use crate::ops::health::Beacon;
 use crate::rq::value::PyValue;
 
 /// What a handler produced: its return value, its error, or the text of its panic.
@@ -52,6 +53,8 @@ pub struct WaitFor<'a> {
     pub grace: Duration,
     /// Polled so a process-wide cold shutdown interrupts the job too.
     pub is_cold: &'a dyn Fn() -> bool,
+    /// The waiting thread's check-in for `/healthz`, renewed at every tick.
+    pub beacon: Option<&'a Beacon>,
 }
 
 /// How the wait for a job ended.
@@ -119,9 +122,14 @@ impl Executor {
             deadline,
             grace,
             is_cold,
+            beacon,
         } = w;
         let tick = Duration::from_millis(200);
         let reason = loop {
+            if let Some(b) = beacon {
+                // A tick, then at most the grace period: well inside this bound.
+                b.alive_for(Duration::from_secs(30) + grace);
+            }
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(tick),
                 None => tick,

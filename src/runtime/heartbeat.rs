@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 
+use crate::ops::health::BeaconGuard;
 use crate::rq::scripts::{self, Beat};
 use crate::rq::worker;
 use crate::runtime::Process;
@@ -28,11 +29,17 @@ pub fn busy_ttl(timeout: Option<i64>, elapsed_secs: f64, interval: u64) -> i64 {
 pub fn run(process: Arc<Process>) {
     let interval = Duration::from_secs(process.config.job_monitoring_interval.max(1));
     let mut con: Option<redis::Connection> = None;
+    // Each step below is a connect (10 s) or one call (30 s read timeout).
+    let bound = Duration::from_secs(60);
+    let beacon = process.liveness.watch("heartbeat", bound);
+    let _guard = BeaconGuard(beacon.clone());
     loop {
+        beacon.alive_for(bound);
         if process.shutdown.sleep(Duration::from_secs(1), Phase::Done) >= Phase::Done {
             return;
         }
         for slot in &process.slots {
+            beacon.alive_for(bound);
             if !slot.registered.load(Ordering::SeqCst) || slot.since_beat() < interval {
                 continue;
             }

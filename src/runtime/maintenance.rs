@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 
+use crate::ops::metrics;
 use crate::rq::maintenance;
 use crate::runtime::Process;
 use crate::runtime::shutdown::Phase;
@@ -17,6 +18,7 @@ pub fn run(process: Arc<Process>) {
     loop {
         match process.connector.connect(Duration::from_secs(60)) {
             Ok(mut con) => {
+                metrics::with(|m| m.maintenance_runs.inc());
                 for q in &process.queues {
                     match maintenance::clean_queue(
                         &mut con,
@@ -25,6 +27,22 @@ pub fn run(process: Arc<Process>) {
                         process.config.results_ttl,
                     ) {
                         Ok(Some(c)) => {
+                            metrics::with(|m| {
+                                m.jobs_abandoned
+                                    .with_label_values(&[q.as_str()])
+                                    .inc_by(c.abandoned.len() as u64);
+                                let k = &m.maintenance_cleaned;
+                                k.with_label_values(&["abandoned_jobs"])
+                                    .inc_by(c.abandoned.len() as u64);
+                                k.with_label_values(&["stuck_jobs"])
+                                    .inc_by(c.stuck.len() as u64);
+                                k.with_label_values(&["dangling_ids"])
+                                    .inc_by(c.dangling as u64);
+                                k.with_label_values(&["dead_workers"])
+                                    .inc_by(c.dead_workers as u64);
+                                k.with_label_values(&["ready_enqueued"])
+                                    .inc_by(c.ready.max(0) as u64);
+                            });
                             if !c.abandoned.is_empty()
                                 || !c.stuck.is_empty()
                                 || c.dangling > 0
@@ -44,6 +62,11 @@ pub fn run(process: Arc<Process>) {
                 let lock_secs = process.config.maintenance_interval.saturating_sub(1);
                 match maintenance::clean_groups(&mut con, &process.keys, lock_secs) {
                     Ok(Some((ids, groups))) if ids > 0 || groups > 0 => {
+                        metrics::with(|m| {
+                            let k = &m.maintenance_cleaned;
+                            k.with_label_values(&["group_ids"]).inc_by(ids as u64);
+                            k.with_label_values(&["groups"]).inc_by(groups as u64);
+                        });
                         info!(
                             "maintenance groups: {ids} expired job id(s) and {groups} empty group(s) removed"
                         )
@@ -54,6 +77,13 @@ pub fn run(process: Arc<Process>) {
                 match maintenance::clean_rate_limits(&mut con, &process.keys) {
                     Ok(limits) => {
                         for (key, c) in limits {
+                            metrics::with(|m| {
+                                let k = &m.maintenance_cleaned;
+                                k.with_label_values(&["rate_limit_slots"])
+                                    .inc_by(c.released.max(0) as u64);
+                                k.with_label_values(&["rate_limit_promoted"])
+                                    .inc_by(c.promoted.max(0) as u64);
+                            });
                             if c.released > 0 || c.promoted > 0 {
                                 info!(
                                     "maintenance rate limit {key:?}: released={} promoted={}",

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod control;
 pub mod executor;
 pub mod failure;
+pub mod faults;
 pub mod heartbeat;
 pub mod hooks;
 pub mod maintenance;
@@ -28,6 +29,8 @@ use redis::Commands;
 
 use crate::config::{RqVersion, SerializerKind, WorkerConfig};
 use crate::jobs::Registry;
+use crate::ops::health::{Liveness, Readiness};
+use crate::ops::{http, metrics};
 use crate::rq::codec::Serializer;
 use crate::rq::keys::Keys;
 use crate::rq::scripts::Layout;
@@ -52,6 +55,8 @@ pub enum RuntimeError {
     NoSlots,
     #[error("no worker could be registered (see the log)")]
     NoWorkerStarted,
+    #[error(transparent)]
+    Metrics(#[from] http::BindError),
 }
 
 /// What every thread of the process shares.
@@ -68,6 +73,10 @@ pub struct Process {
     pub shutdown: Arc<Shutdown>,
     pub slots: Vec<Arc<SlotShared>>,
     pub hostname: String,
+    /// The serving threads' check-ins, for `/healthz`.
+    pub liveness: Arc<Liveness>,
+    /// Test-only fault injection (`RQ_WORKER_TEST_FAULTS`).
+    pub faults: faults::Faults,
     /// Jobs finished by all slots, for `--max-jobs`.
     jobs_done: AtomicU64,
 }
@@ -80,6 +89,16 @@ impl Process {
 
     pub fn job_done(&self) {
         self.jobs_done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn jobs_done(&self) -> u64 {
+        self.jobs_done.load(Ordering::SeqCst)
+    }
+
+    /// How long a slot may take between check-ins: its longest Redis call (the read timeout
+    /// of a blocking dequeue) and a margin.
+    pub fn slot_bound(&self) -> Duration {
+        self.config.dequeue_timeout() + Duration::from_secs(40)
     }
 
     pub fn max_jobs_reached(&self) -> bool {
@@ -155,11 +174,65 @@ fn detect_layout(con: &mut redis::Connection, keys: &Keys) -> Layout {
     layout
 }
 
+/// The readiness probes: Redis answers, this process has registered workers and is not stopping,
+/// and whatever the job registry adds (PostgreSQL for the ingestion jobs).
+fn readiness(process: &Arc<Process>) -> Readiness {
+    let r = Readiness::default();
+    let p = process.clone();
+    r.add(
+        "redis",
+        Box::new(move || {
+            let mut con = p
+                .pool
+                .get_timeout(Duration::from_secs(3))
+                .map_err(|e| format!("unreachable ({e})"))?;
+            redis::cmd("PING")
+                .query::<String>(&mut *con)
+                .map(|_| ())
+                .map_err(|e| format!("PING failed ({e})"))
+        }),
+    );
+    let p = process.clone();
+    r.add(
+        "workers",
+        Box::new(move || {
+            if p.shutdown.stopping() {
+                return Err("shutting down".into());
+            }
+            let n = p
+                .slots
+                .iter()
+                .filter(|s| s.registered.load(Ordering::SeqCst))
+                .count();
+            if n == 0 {
+                return Err("no worker registered yet".into());
+            }
+            Ok(())
+        }),
+    );
+    for (name, probe) in process.registry.probes() {
+        r.add(name, Box::new(move || probe()));
+    }
+    r
+}
+
 /// Run the worker until it is told to stop. Returns when every slot has deregistered.
 pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError> {
     if config.concurrency == 0 {
         return Err(RuntimeError::NoSlots);
     }
+    // Bind the operations listener first, so that a bad address fails at start.
+    let listener = match config
+        .metrics_addr
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    {
+        Some(addr) => {
+            metrics::enable();
+            Some(http::bind(addr.trim())?)
+        }
+        None => None,
+    };
     let connector = Connector::new(&config.url)?;
     let mut con = connector.connect(Duration::from_secs(30))?;
     if let Some((major, minor, v)) = redis_version(&mut con) {
@@ -224,6 +297,8 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         shutdown: Arc::new(Shutdown::default()),
         slots,
         hostname,
+        liveness: Arc::new(Liveness::default()),
+        faults: faults::Faults::parse(config.test_faults.as_deref()),
         jobs_done: AtomicU64::new(0),
         config,
     });
@@ -247,6 +322,19 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         }
     };
     let mut services = Vec::new();
+    if let Some(listener) = listener {
+        let p = process.clone();
+        services.extend(spawn(
+            "ops-http",
+            Box::new(move || {
+                let endpoints = http::Endpoints {
+                    liveness: p.liveness.clone(),
+                    readiness: Arc::new(readiness(&p)),
+                };
+                listener.serve(endpoints, &|| p.shutdown.phase() >= Phase::Done);
+            }),
+        ));
+    }
     {
         let p = process.clone();
         spawn("signals", Box::new(move || control::signals(p)));

@@ -7,7 +7,7 @@
 //! warm shutdown interrupts with CLIENT UNBLOCK.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -16,6 +16,8 @@ use rand::seq::SliceRandom;
 
 use crate::config::DequeueStrategy;
 use crate::jobs::{Args, CancelReason, CancelToken, JobContext, JobError};
+use crate::ops::health::{Beacon, BeaconGuard};
+use crate::ops::metrics::{self, JobEnd};
 use crate::rq::codec::{self, Payload};
 use crate::rq::job::JobRecord;
 use crate::rq::scripts::{
@@ -28,6 +30,7 @@ use crate::runtime::Process;
 use crate::runtime::connection::is_connection_error;
 use crate::runtime::executor::{Control, Executor, WaitFor, Waited};
 use crate::runtime::failure;
+use crate::runtime::faults::Fault;
 use crate::runtime::hooks::RedisHooks;
 use crate::runtime::shutdown::Phase;
 use crate::runtime::webhooks;
@@ -60,6 +63,8 @@ pub struct SlotShared {
     pub registered: AtomicBool,
     /// When the worker hash was last refreshed by anyone.
     pub last_beat: Mutex<Instant>,
+    /// The slot thread's check-in for `/healthz`, set when the thread starts.
+    beacon: OnceLock<Arc<Beacon>>,
 }
 
 impl SlotShared {
@@ -74,7 +79,19 @@ impl SlotShared {
             stop: AtomicBool::new(false),
             registered: AtomicBool::new(false),
             last_beat: Mutex::new(Instant::now()),
+            beacon: OnceLock::new(),
         }
+    }
+
+    /// Promise `/healthz` that the slot thread checks in again within `bound`.
+    pub fn check_in(&self, bound: Duration) {
+        if let Some(b) = self.beacon.get() {
+            b.alive_for(bound);
+        }
+    }
+
+    pub fn beacon(&self) -> Option<&Beacon> {
+        self.beacon.get().map(|b| &**b)
     }
 
     pub fn running(&self) -> Option<Running> {
@@ -123,7 +140,39 @@ struct Decided {
     outcome: Outcome,
     return_value: String,
     exc_string: String,
+    /// The failure text before encoding (empty on success), for the log line.
+    exc_text: String,
     status_word: &'static str,
+}
+
+impl Decided {
+    /// A failed (or stopped) outcome with its `exc_info` text.
+    fn failure(outcome: Outcome, text: String, status_word: &'static str) -> Decided {
+        Decided {
+            outcome,
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string(&text),
+            exc_text: text,
+            status_word,
+        }
+    }
+
+    /// A failed outcome RQ may retry.
+    fn failed(text: String) -> Decided {
+        Decided::failure(Outcome::Failed { allow_retry: true }, text, "failed")
+    }
+}
+
+/// The exception type and message of a failure text: its last line, `Type: message`, split; a
+/// text that is not traceback-shaped is all message.
+fn exc_summary(text: &str) -> (&str, &str) {
+    let last = text.trim_end().lines().last().unwrap_or("");
+    if text.starts_with("Traceback") {
+        if let Some((t, m)) = last.split_once(": ") {
+            return (t, m);
+        }
+    }
+    ("", text.trim_end())
 }
 
 /// Run one slot until shutdown, burst exhaustion, `--max-jobs` or `--max-idle-time`.
@@ -131,12 +180,20 @@ struct Decided {
 pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     let name = slot.info.name.clone();
     let cfg = &process.config;
+    let bound = process.slot_bound();
+    let beacon = slot
+        .beacon
+        .get_or_init(|| process.liveness.watch(format!("slot {name}"), bound))
+        .clone();
+    // Marks the beacon dead if this thread panics, exited if it returns.
+    let _guard = BeaconGuard(beacon);
     let read_timeout = cfg.dequeue_timeout() + Duration::from_secs(30);
     let mut con = match process.connector.connect_retrying(
         read_timeout,
         &process.shutdown,
         Phase::Warm,
         &name,
+        slot.beacon(),
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -151,6 +208,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
         return false;
     }
     slot.registered.store(true, Ordering::SeqCst);
+    metrics::with(|m| m.slots.inc());
     let _ = worker::set_state(&mut con, &process.keys, &name, "idle", process.idle_ttl());
     slot.beat();
     info!(
@@ -172,6 +230,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     // under this worker. This is the only place jobs are run.
     let mut pending: Option<(Started, String)> = None;
     loop {
+        slot.check_in(bound);
         if let Some((s, execution_id)) = pending.take() {
             if cfg.dequeue_strategy == DequeueStrategy::RoundRobin {
                 rotate_after(&mut queues, &s.queue);
@@ -188,6 +247,16 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                 &queues,
             );
             idle_since = Instant::now();
+            match process.faults.after_job(process.jobs_done()) {
+                Some(Fault::Panic) => panic!("test fault injection: slot-panic-after-jobs"),
+                Some(Fault::Wedge) => {
+                    warn!("worker {name}: test fault injection: wedged until shutdown");
+                    while !process.shutdown.stopping() {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                None => {}
+            }
             continue;
         }
         if process.shutdown.stopping()
@@ -202,16 +271,18 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
             DequeueStrategy::Random => queues.shuffle(&mut rand::rng()),
         }
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
-        let started = scripts::start(
-            &mut con,
-            &process.keys,
-            StartFrom::Pop { queues: &queues },
-            &name,
-            &execution_id,
-            cfg.job_monitoring_interval,
-            process.layout,
-            true,
-        );
+        let started = metrics::redis_call("start", || {
+            scripts::start(
+                &mut con,
+                &process.keys,
+                StartFrom::Pop { queues: &queues },
+                &name,
+                &execution_id,
+                cfg.job_monitoring_interval,
+                process.layout,
+                true,
+            )
+        });
         match started {
             Ok(StartOutcome::Started(s)) => {
                 state_suspended = false;
@@ -285,6 +356,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                         .arg(format!("{wait_secs:.3}"))
                         .query(&mut con);
                     slot.blocking_client.store(-1, Ordering::SeqCst);
+                    slot.check_in(bound);
                     match moved {
                         Ok(Some(job_id)) => {
                             let execution_id = uuid::Uuid::new_v4().simple().to_string();
@@ -356,6 +428,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
         }
     }
     slot.registered.store(false, Ordering::SeqCst);
+    metrics::with(|m| m.slots.dec());
     info!("worker {name} stopped");
     true
 }
@@ -406,11 +479,14 @@ fn handle_redis_error(
     if is_connection_error(&e) {
         warn!("worker {name}: lost Redis connection ({e}); reconnecting");
         let read_timeout = process.config.dequeue_timeout() + Duration::from_secs(30);
-        if let Ok(c) =
-            process
-                .connector
-                .connect_retrying(read_timeout, &process.shutdown, Phase::Warm, name)
-        {
+        if let Ok(c) = process.connector.connect_retrying(
+            read_timeout,
+            &process.shutdown,
+            Phase::Warm,
+            name,
+            slot.beacon(),
+        ) {
+            metrics::with(|m| m.redis_reconnects.inc());
             *con = c;
             *client_id = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
             let _ = redis::cmd("CLIENT")
@@ -447,6 +523,21 @@ fn run_job(
         .as_ref()
         .map(|r| r.origin.clone())
         .unwrap_or_else(|_| s.queue.clone());
+    // The function as metrics label it: bounded to the registered names.
+    let func_label = {
+        let f = func_from_description(&s.fields);
+        if process.registry.get(&f).is_some() {
+            f
+        } else {
+            metrics::UNREGISTERED_FUNC.to_string()
+        }
+    };
+    metrics::with(|m| {
+        m.jobs_started
+            .with_label_values(&[origin.as_str(), func_label.as_str()])
+            .inc();
+        m.jobs_in_flight.inc();
+    });
     let timeout = record.as_ref().ok().and_then(|r| r.timeout);
     slot.set_running(Some(Running {
         job_id: s.job_id.clone(),
@@ -513,15 +604,21 @@ fn run_job(
     // The outcome is kept until Redis takes it: an outage delays the write, it never loses it.
     let mut delay = Duration::from_millis(100);
     let recorded = loop {
+        slot.check_in(process.slot_bound());
         let attempt = match (&next, replay) {
-            (_, Some(lost_next)) => scripts::finish_replay(con, &process.keys, &finish, lost_next),
-            (Some(n), None) => {
-                scripts::finish_and_start(con, &process.keys, &finish, n).map(|(r, s)| {
-                    next_started = Some(s);
-                    r
-                })
+            (_, Some(lost_next)) => metrics::redis_call("finish_replay", || {
+                scripts::finish_replay(con, &process.keys, &finish, lost_next)
+            }),
+            (Some(n), None) => metrics::redis_call("finish_and_start", || {
+                scripts::finish_and_start(con, &process.keys, &finish, n)
+            })
+            .map(|(r, s)| {
+                next_started = Some(s);
+                r
+            }),
+            (None, None) => {
+                metrics::redis_call("finish", || scripts::finish(con, &process.keys, &finish))
             }
-            (None, None) => scripts::finish(con, &process.keys, &finish),
         };
         match attempt {
             Ok(r) => break Some(r),
@@ -543,6 +640,7 @@ fn run_job(
                     .connector
                     .connect(process.config.dequeue_timeout() + Duration::from_secs(30))
                 {
+                    metrics::with(|m| m.redis_reconnects.inc());
                     *con = c;
                     // The slot blocks in BLMOVE on this connection next: a warm shutdown must
                     // CLIENT UNBLOCK the new connection's id, not the dead one's.
@@ -592,24 +690,46 @@ fn run_job(
             );
         }
     }
-    let ms = elapsed.as_millis();
-    match recorded {
-        Some(Recorded::Finished) => info!("{tag} status=finished elapsed_ms={ms}"),
-        Some(Recorded::Retried) => info!("{tag} status=queued retry=immediate elapsed_ms={ms}"),
-        Some(Recorded::Scheduled(secs)) => {
-            info!("{tag} status=scheduled retry_in_s={secs} elapsed_ms={ms}")
-        }
-        Some(Recorded::Gone) => info!("{tag} status=deleted-while-running elapsed_ms={ms}"),
-        Some(Recorded::Replayed) => {
+    let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let (status, detail, end) = match &recorded {
+        Some(Recorded::Finished) => ("finished", String::new(), JobEnd::Finished),
+        Some(Recorded::Retried) => ("queued", " (retry, immediate)".into(), JobEnd::Retried),
+        Some(Recorded::Scheduled(secs)) => (
+            "scheduled",
+            format!(" (retry in {secs} s)"),
+            JobEnd::Retried,
+        ),
+        Some(Recorded::Gone) => ("deleted", " (while it ran)".into(), JobEnd::Unrecorded),
+        Some(Recorded::Replayed) => (
+            decided.status_word,
+            " (recorded before the connection dropped)".into(),
+            match decided.outcome {
+                Outcome::Finished => JobEnd::Finished,
+                Outcome::Stopped => JobEnd::Stopped,
+                _ => JobEnd::Failed,
+            },
+        ),
+        Some(Recorded::Failed) => ("failed", String::new(), JobEnd::Failed),
+        Some(Recorded::Stopped) => ("stopped", String::new(), JobEnd::Stopped),
+        None => ("unrecorded", String::new(), JobEnd::Unrecorded),
+    };
+    metrics::job_ended(&origin, &func_label, end, elapsed);
+    metrics::with(|m| m.jobs_in_flight.dec());
+    if recorded.is_some() {
+        let (job_id, queue, worker) = (s.job_id.as_str(), origin.as_str(), name.as_str());
+        let func = func_for_log.as_str();
+        if decided.exc_text.is_empty() {
             info!(
-                "{tag} status={} (recorded before the connection dropped) elapsed_ms={ms}",
-                decided.status_word
-            )
+                job_id, func, queue, worker, status, elapsed_ms = ms;
+                "job {status}{detail}"
+            );
+        } else {
+            let (exc_type, exc_message) = exc_summary(&decided.exc_text);
+            info!(
+                job_id, func, queue, worker, status, elapsed_ms = ms, exc_type, exc_message;
+                "job {status}{detail}"
+            );
         }
-        Some(Recorded::Failed) | Some(Recorded::Stopped) => {
-            info!("{tag} status={} elapsed_ms={ms}", decided.status_word)
-        }
-        None => {}
     }
     match next_started {
         Some(StartOutcome::Started(s)) => Some((s, next_execution_id)),
@@ -619,12 +739,7 @@ fn run_job(
 
 fn fail_text(job_id: &str, exc_type: &str, message: &str) -> Decided {
     debug!("job {job_id}: {exc_type}: {message}");
-    Decided {
-        outcome: Outcome::Failed { allow_retry: true },
-        return_value: String::new(),
-        exc_string: codec::encode_exc_string(&failure::traceback("<rq-worker>", exc_type, message)),
-        status_word: "failed",
-    }
+    Decided::failed(failure::traceback("<rq-worker>", exc_type, message))
 }
 
 /// Decode, resolve and run the job on the job thread; decide its outcome.
@@ -660,12 +775,7 @@ fn execute(
             "job ids containing ':' cannot be tracked in the rq 2.x started registry; run rq-worker with --rq-version compat",
         );
     }
-    let fail = |exc: &str| Decided {
-        outcome: Outcome::Failed { allow_retry: true },
-        return_value: String::new(),
-        exc_string: codec::encode_exc_string(exc),
-        status_word: "failed",
-    };
+    let fail = |exc: &str| Decided::failed(exc.to_string());
     if payload.instance != PyValue::None {
         return fail(&failure::traceback(
             &func,
@@ -721,6 +831,7 @@ fn execute(
             deadline,
             grace: Duration::from_secs(2),
             is_cold: &|| shutdown.phase() >= Phase::Cold,
+            beacon: slot.beacon(),
         },
     );
     match waited {
@@ -734,6 +845,7 @@ fn execute(
                 outcome: Outcome::Finished,
                 return_value,
                 exc_string: String::new(),
+                exc_text: String::new(),
                 status_word: "finished",
             }
         }
@@ -751,41 +863,26 @@ fn execute(
 }
 
 fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &str) -> Decided {
-    let text = |t: &str, m: &str| codec::encode_exc_string(&failure::traceback(func, t, m));
     match reason {
-        CancelReason::Timeout => Decided {
-            outcome: Outcome::Failed { allow_retry: true },
-            return_value: String::new(),
-            exc_string: codec::encode_exc_string(&failure::exc_text(
-                func,
-                &JobError::Timeout {
-                    seconds: record.timeout.unwrap_or(0),
-                },
-            )),
-            status_word: "failed",
-        },
-        CancelReason::StopJob => Decided {
-            outcome: Outcome::Stopped,
-            return_value: String::new(),
-            exc_string: codec::encode_exc_string("Job stopped by user, work-horse terminated."),
-            status_word: "stopped",
-        },
-        CancelReason::KillHorse => Decided {
-            outcome: Outcome::Failed { allow_retry: true },
-            return_value: String::new(),
-            exc_string: codec::encode_exc_string(
-                "Work-horse terminated unexpectedly; rq-worker abandoned the job thread on a kill-horse command",
-            ),
-            status_word: "failed",
-        },
-        CancelReason::ColdShutdown => Decided {
-            outcome: Outcome::Failed { allow_retry: true },
-            return_value: String::new(),
-            exc_string: text(
-                "rq.exceptions.ShutDownImminentException",
-                &format!("job interrupted by a cold shutdown of worker {worker}"),
-            ),
-            status_word: "failed",
-        },
+        CancelReason::Timeout => Decided::failed(failure::exc_text(
+            func,
+            &JobError::Timeout {
+                seconds: record.timeout.unwrap_or(0),
+            },
+        )),
+        CancelReason::StopJob => Decided::failure(
+            Outcome::Stopped,
+            "Job stopped by user, work-horse terminated.".into(),
+            "stopped",
+        ),
+        CancelReason::KillHorse => Decided::failed(
+            "Work-horse terminated unexpectedly; rq-worker abandoned the job thread on a kill-horse command"
+                .into(),
+        ),
+        CancelReason::ColdShutdown => Decided::failed(failure::traceback(
+            func,
+            "rq.exceptions.ShutDownImminentException",
+            &format!("job interrupted by a cold shutdown of worker {worker}"),
+        )),
     }
 }

@@ -4,6 +4,7 @@
 //! `indexing` and chain the index job. Any failure leaves the document `failed` with a message.
 
 use crate::jobs::{Args, EnqueueRequest, JobContext, JobError};
+use crate::ops::metrics;
 use crate::rq::value::PyValue;
 
 use super::{IngestError, Services, check_cancel, db, parse_uuid, pdf_text, progress};
@@ -102,6 +103,12 @@ fn extract(
                 return Err(err.into_job_error());
             }
             progress(ctx, vec![("stage", PyValue::Str("done".into()))]);
+            metrics::with(|m| {
+                m.ingest_documents
+                    .with_label_values(&["extract", "ok"])
+                    .inc();
+                m.ingest_pages.inc_by(pages_total as u64);
+            });
             Ok(PyValue::str_dict([
                 ("document_id", PyValue::Str(document_arg.to_string())),
                 ("pages_total", PyValue::Int(pages_total as i64)),
@@ -109,6 +116,11 @@ fn extract(
             ]))
         }
         Err(err) => {
+            metrics::with(|m| {
+                m.ingest_documents
+                    .with_label_values(&["extract", "failed"])
+                    .inc();
+            });
             db::mark_failed(services, &ws, &doc, &err.document_message());
             Err(err.into_job_error())
         }

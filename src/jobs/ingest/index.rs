@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::adapters::embed_batcher::StopFn;
 use crate::adapters::postgres::PgVector;
 use crate::jobs::{Args, JobContext, JobError};
+use crate::ops::metrics;
 use crate::rq::value::PyValue;
 
 use super::budget::Budget;
@@ -84,6 +85,10 @@ fn index(
 
     match index_known(services, ctx, &ws, &doc, &budget, &mut outstanding) {
         Ok(o) => {
+            metrics::with(|m| {
+                m.ingest_documents.with_label_values(&["index", "ok"]).inc();
+                m.ingest_chunks.inc_by(o.chunks as u64);
+            });
             progress(ctx, vec![("stage", PyValue::Str("done".into()))]);
             Ok(PyValue::str_dict([
                 ("document_id", PyValue::Str(document_arg.to_string())),
@@ -94,6 +99,14 @@ fn index(
             ]))
         }
         Err(err) => {
+            metrics::with(|m| {
+                m.ingest_documents
+                    .with_label_values(&["index", "failed"])
+                    .inc();
+                if matches!(err, IngestError::Budget { .. }) {
+                    m.budget_refusals.inc();
+                }
+            });
             if outstanding > 0 {
                 let released = services
                     .db()

@@ -50,6 +50,13 @@ pub fn register(registry: &mut Registry, config: &IngestConfig, concurrency: usi
         "jobs.ingest_index.run",
         move |ctx: &JobContext<'_>, args| index::run(&s, ctx, args),
     );
+    if config.database_url_given && !config.database_url.starts_with("sqlite:") {
+        let url = config.database_url.clone();
+        registry.add_probe(
+            "postgres",
+            Arc::new(move || crate::adapters::postgres::ping(&url, Duration::from_secs(3))),
+        );
+    }
     let s = services;
     registry.register(
         "jobs.maintenance.cleanup_stale_reservations",
