@@ -20,7 +20,8 @@
 #                 is a stripped copy of an already built binary (RQ_WORKER_BIN, else
 #                 target/debug/rq-worker); seconds instead of minutes;
 #      tags it (IMAGE, default localhost/rq-worker:test; a full build also tags
-#      localhost/rq-worker:latest) and prints its size and the build time.
+#      localhost/rq-worker:latest and localhost/rq-worker:VERSION, the name deploy/ uses) and prints
+#      its size and the build time (appended to build-times.log in the cache directory).
 #
 # Usage: scripts/image.sh [--full | --runtime] [--tag IMAGE]
 #        scripts/image.sh --bases     only steps 1 and 2 (scripts/original-image.sh uses them)
@@ -177,6 +178,7 @@ EOF
 }
 
 # ---- 3. the image --------------------------------------------------------------------------
+crate_version() { sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1; }
 full_stamp() { cat Dockerfile .dockerignore Cargo.toml Cargo.lock | sha256sum | cut -d' ' -f1; }
 
 size_line() {
@@ -193,7 +195,8 @@ build_full() {
         | grep -E '^(STEP|COMMIT|Successfully|Error|error)|Finished|Compiling rq-worker' || true
     [ "${PIPESTATUS[0]}" = 0 ] || die "podman build failed (log: $CACHE_DIR/full-build.log)"
     secs=$(( $(date +%s) - t0 ))
-    podman tag "$IMAGE" localhost/rq-worker:latest
+    # Also under the names deploy/ uses by default (rq-worker:<Cargo.toml version>) and :latest.
+    podman tag "$IMAGE" localhost/rq-worker:latest "localhost/rq-worker:$(crate_version)"
     full_stamp >"$CACHE_DIR/full-build.stamp"
     printf '%s full %s %s\n' "$(date -u +%FT%TZ)" "$secs" "$(podman image inspect --format '{{.Size}}' "$IMAGE")" \
         >>"$CACHE_DIR/build-times.log"
