@@ -132,27 +132,29 @@ QUEUE = "ingest_extract"
 START_FORMS = {
     # docker-compose.yml (dev): `command: python worker.py ingest_extract`, QUEUE_NAME unset here so the
     # argument is what names the queue.
-    "dev-compose-python-worker-py": (["python", "worker.py", QUEUE], {}, 1),
+    "dev-compose-python-worker-py": (["python", "worker.py", QUEUE], {}, 1, ()),
     # The dev compose sets QUEUE_NAME too; as in the original worker.py, QUEUE_NAME wins over the argument.
-    "dev-compose-queue-name-wins": (["python3", "/app/worker.py", "other_queue"], {"QUEUE_NAME": QUEUE}, 1),
-    # docker-compose.prod.yml: no command (the image's default), QUEUE_NAME (+ WORKER_COUNT).
-    "prod-compose-default-command": ([], {"QUEUE_NAME": QUEUE, "WORKER_COUNT": "2"}, 2),
+    "dev-compose-queue-name-wins": (["python3", "/app/worker.py", "other_queue"], {"QUEUE_NAME": QUEUE}, 1, ()),
+    # docker-compose.prod.yml: no command (the image's default), QUEUE_NAME (+ WORKER_COUNT); with the
+    # read-only root filesystem and tmpfs /tmp that deploy/'s compose overrides and pods use.
+    "prod-compose-default-command": ([], {"QUEUE_NAME": QUEUE, "WORKER_COUNT": "2"}, 2,
+                                     ("--read-only", "--tmpfs", "/tmp")),
     # An `rq worker` command line as a Procfile or k8s manifest has it (Python-only options accepted).
     "rq-worker-command-line": (["rq", "worker", "--url", "{url}", "-w", "rq.worker.SimpleWorker",
-                                "--name", "rqw-cli", QUEUE], {}, 1),
+                                "--name", "rqw-cli", QUEUE], {}, 1, ()),
 }
 
 
 @pytest.mark.parametrize("form", list(START_FORMS))
 def test_start_forms_process_real_jobs(form, containers, redis_server):
-    args, env, count = START_FORMS[form]
+    args, env, count, podman_args = START_FORMS[form]
     r = redis_server.client
     q = Queue(QUEUE, connection=r)
     jobs = [q.enqueue("rq_worker.diag.add", 2, 3),
             q.enqueue("rq_worker.diag.echo", "x", 1, key="v"),
             q.enqueue("rq_worker.diag.add", 40, 2)]
     env = {"REDIS_URL": redis_server.url, **env} if "--url" not in args else env
-    name = containers.run(*[a.format(url=redis_server.url) for a in args], env=env)
+    name = containers.run(*[a.format(url=redis_server.url) for a in args], env=env, podman_args=podman_args)
 
     assert finished(jobs[0]) == 5
     assert finished(jobs[1]) == [["x", 1], {"key": "v"}]
@@ -163,6 +165,8 @@ def test_start_forms_process_real_jobs(form, containers, redis_server):
     assert sorted(w.name for w in Worker.all(connection=r)) == sorted(w["name"] for w in registered)
     if form == "rq-worker-command-line":
         assert registered[0]["name"] == "rqw-cli"
+    if form.startswith("dev-compose"):
+        assert "worker.py" in containers.logs(name)  # the mapping is logged
     stop_and_check_warm(containers, name, r)
 
 

@@ -10,7 +10,7 @@
 #   * no registry is reachable, so docker.io/library/python:3.11-slim is a stand-in made here from
 #     the same local debian:bookworm-slim (scripts/image.sh --bases) with Debian's python3.11 and pip
 #     (python/pip on PATH as in the official image); the official image builds CPython from source
-#     into /usr/local, so its own size differs a little (it is about 125 MB; this one is printed);
+#     into /usr/local, so its size differs a little (the stand-in's size is printed);
 #   * pip inside the build must pass the machine's HTTPS proxy: the stand-in trusts the locally added
 #     CA certificates, as scripts/image.sh's local rust image does (never the project's Dockerfile);
 #   * the platform's pins do not resolve as they stand (supabase 2.3.2's ranges); the four pins of
