@@ -34,8 +34,8 @@ RUN --mount=type=cache,id=rq-worker-cargo-registry,target=/usr/local/cargo/regis
 
 # ---- rootfs: the runtime's files, assembled on bookworm-slim -----------------------------------
 # Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader) with
-# their Debian copyright files (and a list of the packages and versions they come from), the CA bundle, a passwd/group with the fixed non-root user, /tmp.
-# No shell survives.
+# their Debian copyright files and a list of the packages and versions they come from, the CA
+# bundle, a passwd/group with the fixed non-root user, /tmp (1777) and /app. No shell survives.
 FROM ${RUNTIME_BASE} AS rootfs
 # Unpinned on purpose (DL3008, as above): a rebuild must take libssl3's security updates.
 # hadolint ignore=DL3008
