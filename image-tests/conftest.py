@@ -97,7 +97,10 @@ class Containers:
 
     def run(self, *args: str, env: dict[str, str] | None = None, podman_args: tuple[str, ...] = ()) -> str:
         name = f"rqw-test-{uuid.uuid4().hex[:10]}"
-        env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+        # On the host network the image's default metrics address (0.0.0.0:9727) could be taken by
+        # anything else on the machine, and a busy port stops the worker at start: an ephemeral port.
+        env = {"RQ_WORKER_METRICS_ADDR": "127.0.0.1:0", **(env or {})}
+        env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
         podman("run", "-d", "--pull=never", "--name", name, "--network", "host", *env_args, *podman_args, self.image, *args)
         self.names.append(name)
         return name

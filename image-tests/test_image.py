@@ -171,9 +171,11 @@ def test_start_forms_process_real_jobs(form, containers, redis_server):
 
 
 def test_healthcheck_goes_healthy(containers, redis_server):
+    # 0.0.0.0 as in the image's default (on a free port: this is the host network); `rq-worker health`
+    # probes it as 127.0.0.1.
     port = free_port()
     name = containers.run("q-health", env={"REDIS_URL": redis_server.url,
-                                           "RQ_WORKER_METRICS_ADDR": f"127.0.0.1:{port}"})
+                                           "RQ_WORKER_METRICS_ADDR": f"0.0.0.0:{port}"})
     # The image's HEALTHCHECK, run by the engine inside the container (no shell, no curl).
     wait_for(lambda: podman("healthcheck", "run", name, check=False, timeout=20).returncode == 0, 30,
              "healthcheck to pass")
