@@ -238,3 +238,7 @@ if [ "$MODE" = auto ]; then
     fi
 fi
 if [ "$MODE" = full ]; then build_full; else build_runtime; fi
+# Every build leaves untagged images behind (earlier test images, layer-cache images). Those older
+# than a week go, so that a CI machine's store stays bounded; recent ones keep serving as cache
+# (the cargo cache mounts are not images and are kept).
+podman image prune -f --filter until=168h >/dev/null 2>&1 || true
