@@ -11,9 +11,11 @@
 #                                                    bookworm-security) + gcc, and the machine's
 #                                                    locally added CA certificates so cargo can pass
 #                                                    the HTTPS proxy (this image only; never the Dockerfile)
+#      (remove them with `podman rmi` to remake them, e.g. for Debian updates or a newer rustc-web)
 #   3. builds the image, either
 #        full:    the whole multi-stage build (cargo build --release --locked in the build stage;
-#                 the cargo registry and target dir live in podman's cache mounts and are reused),
+#                 the cargo registry and target dir are cache mounts, kept by buildah on this
+#                 machine (/var/tmp/buildah-cache) and reused),
 #                 when Dockerfile, .dockerignore, Cargo.toml or Cargo.lock changed since the last
 #                 full build on this machine, when no full build ever ran, or with --full;
 #        runtime: only the runtime stages, with `--build-context build=DIR` where DIR/out/rq-worker
