@@ -18,7 +18,7 @@ and their forked work horses (sampled from /proc every 50 ms), final statuses; t
 
 --shared adds a third run: one rq-worker process on both queues (`ingest_index ingest_extract -c 12`).
 
-The PDF set comes from the corpus of /work/shared/corpus/pdf-corpus.sh (downloaded into --corpus when
+The PDF set comes from the corpus of ../shared/corpus/pdf-corpus.sh (downloaded into --corpus when
 that folder holds no PDFs yet): files of at most 10 pages as they are, longer ones cut into 2-10-page
 documents with pypdf (bench/make_pdf_set.py), cached under target/bench-pdfs/. Python side: the demo venv
 (scripts/python-envs.sh demo); worker: RQ_WORKER_BIN, else target/release/rq-worker.
@@ -54,7 +54,8 @@ FIXTURES = REPO / "python-fixtures"
 sys.path.insert(0, str(REPO / "bench"))
 from make_pdf_set import read_manifest  # noqa: E402
 
-CORPUS_SCRIPT = "/work/shared/corpus/pdf-corpus.sh"
+# shared/ sits beside the repository (../shared from its root).
+CORPUS_SCRIPT = str(REPO.parent / "shared" / "corpus" / "pdf-corpus.sh")
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 # A JWT-shaped test key, as real service-role keys are (supabase-py's create_client, used by the reference
 # worker, rejects anything else); HS256 over a made-up secret, payload {"iss": "rq-worker-ingest-bench", ...}.

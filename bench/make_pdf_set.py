@@ -7,7 +7,7 @@
         PDFs of pypdf's source distribution (pip download from PyPI) are used instead.
 
     python bench/make_pdf_set.py corpus SRC OUT [--docs 240] [--seed 4]
-        The benchmark set from the corpus of /work/shared/corpus/pdf-corpus.sh (SRC): every file of at
+        The benchmark set from the corpus of ../shared/corpus/pdf-corpus.sh (SRC): every file of at
         most 10 pages as it is, then documents cut from the longer files (2 to 10 pages each, sizes drawn
         from a seeded generator, taken round-robin across the files so every source contributes), until
         --docs documents. Deterministic for a given corpus and seed.

@@ -8,7 +8,12 @@ small TCP proxy between worker and Redis: one client write = one round trip, so 
 script call counts once) and idle RSS.
 
 Usage (from the repository root, after `scripts/python-envs.sh` made the venvs):
-    .venvs/rq-2.12/bin/python bench/rq_bench.py [--jobs 2000] [--bin target/release/rq-worker]
+    .venvs/rq2.12/bin/python bench/rq_bench.py [--jobs 2000] [--bin target/release/rq-worker]
+    .venvs/rq2.12/bin/python bench/rq_bench.py --metrics-overhead 5    # metrics on vs off only
+
+`--metrics-overhead N` runs rq-worker --concurrency 4 N times with metrics off and N times with
+`--metrics-addr` on and /metrics scraped every second, alternating (off, on, off, on, ...) so that
+both see the same machine, and prints the median jobs/s of each and their ratio.
 
 This is a benchmark, not a test: nothing here asserts on time.
 """
@@ -152,6 +157,46 @@ def idle_rss_kb(cmd, url, queue, env):
         p.wait(timeout=30)
 
 
+def scrape_every_second(port, stop):
+    """What a Prometheus server does: GET /metrics every second while the worker runs."""
+    import urllib.request
+    while not stop.wait(1.0):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+        except OSError:
+            pass
+
+
+def metrics_overhead(args, redis, url, env, cmd):
+    off, on = [], []
+    for i in range(args.metrics_overhead):
+        for label in ("off", "on"):
+            queue = f"mo{i}{label}"
+            enqueue(redis, queue, args.rust_jobs)
+            run_cmd = list(cmd)
+            stop = threading.Event()
+            scraper = None
+            if label == "on":
+                port = free_port()
+                run_cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
+                scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
+                scraper.start()
+            secs = run_worker(run_cmd, url, queue, env)
+            stop.set()
+            if scraper:
+                scraper.join()
+            rate = args.rust_jobs / busy_seconds(redis, queue)
+            (on if label == "on" else off).append(rate)
+            print(f"run {i + 1} metrics {label}: {rate:,.0f} jobs/s (first start to last end), "
+                  f"{args.rust_jobs / secs:,.0f} jobs/s wall", flush=True)
+    med = lambda v: sorted(v)[len(v) // 2]
+    print(f"\nrq-worker --concurrency 4, {args.rust_jobs} no-op jobs per run, {len(off)} runs each:")
+    print(f"| metrics | median jobs/s | runs |\n|---|---:|---|")
+    print(f"| off | {med(off):,.0f} | {', '.join(f'{r:,.0f}' for r in off)} |")
+    print(f"| on, scraped every 1 s | {med(on):,.0f} | {', '.join(f'{r:,.0f}' for r in on)} |")
+    print(f"\nratio on/off: {med(on) / med(off):.3f} ({(med(on) / med(off) - 1) * 100:+.1f}%)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000, help="jobs for the SimpleWorker run")
@@ -159,6 +204,8 @@ def main():
     ap.add_argument("--fork-jobs", type=int, default=300, help="jobs for the (slow) forking Worker")
     ap.add_argument("--rt-jobs", type=int, default=200, help="jobs for the round-trip count")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rq-worker"))
+    ap.add_argument("--metrics-overhead", type=int, default=0, metavar="N",
+                    help="only compare metrics off/on at concurrency 4, N alternating runs each")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="rqw-bench-")
@@ -178,6 +225,9 @@ def main():
         env.pop("QUEUE_NAME", None)
         env.pop("WORKER_COUNT", None)
         ours = lambda c: [args.bin, "--burst", "-q", "--concurrency", str(c)]
+        if args.metrics_overhead:
+            metrics_overhead(args, redis, url, env, ours(4))
+            return
         candidates = [
             ("rq worker (forking Worker)", python_cmd(None), args.fork_jobs),
             ("rq worker -w rq.SimpleWorker", python_cmd("rq.SimpleWorker"), args.jobs),

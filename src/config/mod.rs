@@ -508,7 +508,8 @@ impl WorkerConfig {
 
     /// BLMOVE/BLPOP timeout: `max(1, worker_ttl - 15)` like RQ, shortened by --max-idle-time.
     pub fn dequeue_timeout(&self) -> Duration {
-        let mut secs = self.worker_ttl.saturating_sub(15).max(1);
+        // Capped at a day: a larger --worker-ttl only delays noticing a dead connection.
+        let mut secs = self.worker_ttl.saturating_sub(15).clamp(1, 86_400);
         if let Some(idle) = self.max_idle_time {
             secs = secs.min(idle.max(1));
         }

@@ -797,9 +797,11 @@ fn execute(
     };
 
     let cancel = CancelToken::new();
-    let deadline = record
-        .timeout
-        .map(|t| Instant::now() + Duration::from_secs(t.max(0) as u64));
+    // A negative timeout expires at once (as it does in RQ); one too large for the clock to
+    // represent (e.g. 2**63-1 written by hand) means no deadline rather than a panic.
+    let deadline = record.timeout.and_then(|t| {
+        Instant::now().checked_add(Duration::from_secs(u64::try_from(t).unwrap_or(0)))
+    });
     let hooks = RedisHooks::new(process.clone(), record.id.clone());
     let (job_id, worker_name, queue, func_c, cancel_c) = (
         record.id.clone(),
