@@ -20,6 +20,7 @@ This is a benchmark, not a test: nothing here asserts on time.
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -181,20 +182,75 @@ def metrics_overhead(args, redis, url, env, cmd):
                 run_cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
                 scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
                 scraper.start()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             secs = run_worker(run_cmd, url, queue, env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             stop.set()
             if scraper:
                 scraper.join()
+            cpu_us = ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e6
             rate = args.rust_jobs / busy_seconds(redis, queue)
-            (on if label == "on" else off).append(rate)
+            (on if label == "on" else off).append((rate, cpu_us / args.rust_jobs))
             print(f"run {i + 1} metrics {label}: {rate:,.0f} jobs/s (first start to last end), "
-                  f"{args.rust_jobs / secs:,.0f} jobs/s wall", flush=True)
+                  f"{args.rust_jobs / secs:,.0f} jobs/s wall, worker CPU {cpu_us / args.rust_jobs:.1f} us/job",
+                  flush=True)
     med = lambda v: sorted(v)[len(v) // 2]
-    print(f"\nrq-worker --concurrency 4, {args.rust_jobs} no-op jobs per run, {len(off)} runs each:")
-    print(f"| metrics | median jobs/s | runs |\n|---|---:|---|")
-    print(f"| off | {med(off):,.0f} | {', '.join(f'{r:,.0f}' for r in off)} |")
-    print(f"| on, scraped every 1 s | {med(on):,.0f} | {', '.join(f'{r:,.0f}' for r in on)} |")
-    print(f"\nratio on/off: {med(on) / med(off):.3f} ({(med(on) / med(off) - 1) * 100:+.1f}%)")
+    rates = lambda rows: [r for r, _ in rows]
+    cpus = lambda rows: [c for _, c in rows]
+    print(f"\nrq-worker --concurrency 4, {args.rust_jobs} no-op jobs per run, {len(off)} runs each "
+          "(worker CPU: user + system time of the rq-worker process, per job):")
+    print("| metrics | median jobs/s | median worker CPU us/job | jobs/s of each run |\n|---|---:|---:|---|")
+    for label, rows in (("off", off), ("on, /metrics scraped every 1 s", on)):
+        print(f"| {label} | {med(rates(rows)):,.0f} | {med(cpus(rows)):.1f} | "
+              f"{', '.join(f'{r:,.0f}' for r in rates(rows))} |")
+    print(f"\nratio on/off: throughput {med(rates(on)) / med(rates(off)):.3f}, "
+          f"worker CPU per job {med(cpus(on)) / med(cpus(off)):.3f}")
+
+
+def callgrind_instructions(cmd, url, queue, env, out):
+    """Instructions the worker process executed (all threads), counted by callgrind."""
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd + ["--url", url, queue],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def metrics_instructions(args, redis, url, env, cmd):
+    """Deterministic where wall-clock time is not: the worker's own instructions per job with
+    metrics off and on (/metrics scraped every second), from two run sizes so that start-up and
+    shutdown cancel out."""
+    n = args.metrics_instructions
+    tmp = tempfile.mkdtemp(prefix="rqw-cg-")
+    per_job = {}
+    for label in ("off", "on"):
+        counts = []
+        for size in (n, 2 * n):
+            queue = f"cg{label}{size}"
+            enqueue(redis, queue, size)
+            run_cmd = list(cmd)
+            stop = threading.Event()
+            scraper = None
+            if label == "on":
+                port = free_port()
+                run_cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
+                scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
+                scraper.start()
+            counts.append(callgrind_instructions(run_cmd, url, queue, env, os.path.join(tmp, f"{queue}.out")))
+            stop.set()
+            if scraper:
+                scraper.join()
+            print(f"metrics {label}, {size} jobs: {counts[-1]:,} instructions", flush=True)
+        per_job[label] = (counts[1] - counts[0]) / n
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nrq-worker --concurrency 4 under callgrind, instructions per job "
+          f"((I(2N) - I(N)) / N, N = {n}):")
+    print("| metrics | instructions/job |\n|---|---:|")
+    print(f"| off | {per_job['off']:,.0f} |\n| on, /metrics scraped every 1 s | {per_job['on']:,.0f} |")
+    print(f"\nratio on/off: {per_job['on'] / per_job['off']:.4f} "
+          f"({(per_job['on'] / per_job['off'] - 1) * 100:+.2f}%)")
 
 
 def main():
@@ -206,6 +262,9 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rq-worker"))
     ap.add_argument("--metrics-overhead", type=int, default=0, metavar="N",
                     help="only compare metrics off/on at concurrency 4, N alternating runs each")
+    ap.add_argument("--metrics-instructions", type=int, default=0, metavar="JOBS",
+                    help="only count the worker's instructions per job with metrics off/on under "
+                         "callgrind (runs of JOBS and 2*JOBS jobs: the difference cancels start-up)")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="rqw-bench-")
@@ -227,6 +286,9 @@ def main():
         ours = lambda c: [args.bin, "--burst", "-q", "--concurrency", str(c)]
         if args.metrics_overhead:
             metrics_overhead(args, redis, url, env, ours(4))
+            return
+        if args.metrics_instructions:
+            metrics_instructions(args, redis, url, env, ours(4))
             return
         candidates = [
             ("rq worker (forking Worker)", python_cmd(None), args.fork_jobs),

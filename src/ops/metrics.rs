@@ -7,12 +7,15 @@
 //! (`rq_worker_` prefix, `_total` counters, `_seconds` and `_bytes` in base units); README maps
 //! them to rq-exporter's names where a figure overlaps.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -44,6 +47,8 @@ pub struct Metrics {
     pub slots: IntGauge,
     /// Duration of the worker's Redis calls (scripts and commands), by operation.
     pub redis_duration: HistogramVec,
+    /// The series of the operations every job uses, resolved once.
+    redis_ops: Vec<(&'static str, Histogram)>,
     /// Redis connections re-established after a loss.
     pub redis_reconnects: IntCounter,
     /// Redis calls that failed, by kind (`connection`, `response`).
@@ -107,6 +112,15 @@ impl Metrics {
     // The names and label sets below are constants: `new` panics only on a programming error,
     // which the unit test catches.
     fn new() -> Metrics {
+        let mut m = Metrics::unresolved();
+        m.redis_ops = ["start", "finish", "finish_and_start", "finish_replay"]
+            .into_iter()
+            .map(|op| (op, m.redis_duration.with_label_values(&[op])))
+            .collect();
+        m
+    }
+
+    fn unresolved() -> Metrics {
         let r = Registry::new();
         let qf = &["queue", "func"];
         let jobs_in_flight = IntGauge::new("rq_worker_jobs_in_flight", "Jobs running now.")
@@ -184,6 +198,7 @@ impl Metrics {
                     1.0, 5.0,
                 ],
             ),
+            redis_ops: Vec::new(),
             redis_reconnects: counter(
                 &r,
                 "rq_worker_redis_reconnects_total",
@@ -307,9 +322,11 @@ pub fn redis_call<T>(
     };
     let t = std::time::Instant::now();
     let r = f();
-    m.redis_duration
-        .with_label_values(&[op])
-        .observe(t.elapsed().as_secs_f64());
+    let secs = t.elapsed().as_secs_f64();
+    match m.redis_ops.iter().find(|(name, _)| *name == op) {
+        Some((_, h)) => h.observe(secs),
+        None => m.redis_duration.with_label_values(&[op]).observe(secs),
+    }
     if let Err(e) = &r {
         let kind = if crate::runtime::connection::is_connection_error(e) {
             "connection"
@@ -321,26 +338,66 @@ pub fn redis_call<T>(
     r
 }
 
+/// The series of one (queue, function) pair, resolved once per thread: label lookups hash the
+/// label values and take the family's lock, which a job's few increments should not pay each time.
+struct JobSeries {
+    started: IntCounter,
+    finished: IntCounter,
+    failed: IntCounter,
+    retried: IntCounter,
+    stopped: IntCounter,
+    duration: Histogram,
+}
+
+thread_local! {
+    static JOB_SERIES: RefCell<HashMap<String, HashMap<String, Rc<JobSeries>>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn job_series(m: &Metrics, queue: &str, func: &str) -> Rc<JobSeries> {
+    JOB_SERIES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(s) = cache.get(queue).and_then(|q| q.get(func)) {
+            return s.clone();
+        }
+        let l = [queue, func];
+        let s = Rc::new(JobSeries {
+            started: m.jobs_started.with_label_values(&l),
+            finished: m.jobs_finished.with_label_values(&l),
+            failed: m.jobs_failed.with_label_values(&l),
+            retried: m.jobs_retried.with_label_values(&l),
+            stopped: m.jobs_stopped.with_label_values(&l),
+            duration: m.job_duration.with_label_values(&l),
+        });
+        cache
+            .entry(queue.to_string())
+            .or_default()
+            .insert(func.to_string(), s.clone());
+        s
+    })
+}
+
+/// Record a job's start.
+pub fn job_started(queue: &str, func: &str) {
+    with(|m| {
+        job_series(m, queue, func).started.inc();
+        m.jobs_in_flight.inc();
+    });
+}
+
 /// Record a job's end.
 pub fn job_ended(queue: &str, func: &str, outcome: JobEnd, elapsed: Duration) {
     with(|m| {
-        let labels = [queue, func];
-        let c = match outcome {
-            JobEnd::Finished => &m.jobs_finished,
-            JobEnd::Failed => &m.jobs_failed,
-            JobEnd::Retried => &m.jobs_retried,
-            JobEnd::Stopped => &m.jobs_stopped,
-            JobEnd::Unrecorded => {
-                m.job_duration
-                    .with_label_values(&labels)
-                    .observe(elapsed.as_secs_f64());
-                return;
-            }
-        };
-        c.with_label_values(&labels).inc();
-        m.job_duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+        m.jobs_in_flight.dec();
+        let s = job_series(m, queue, func);
+        match outcome {
+            JobEnd::Finished => s.finished.inc(),
+            JobEnd::Failed => s.failed.inc(),
+            JobEnd::Retried => s.retried.inc(),
+            JobEnd::Stopped => s.stopped.inc(),
+            JobEnd::Unrecorded => {}
+        }
+        s.duration.observe(elapsed.as_secs_f64());
     });
 }
 

@@ -523,21 +523,18 @@ fn run_job(
         .as_ref()
         .map(|r| r.origin.clone())
         .unwrap_or_else(|_| s.queue.clone());
-    // The function as metrics label it: bounded to the registered names.
-    let func_label = {
+    // The function as metrics label it (bounded to the registered names), when metrics are on.
+    let func_label = metrics::get().map(|_| {
         let f = func_from_description(&s.fields);
         if process.registry.get(&f).is_some() {
             f
         } else {
             metrics::UNREGISTERED_FUNC.to_string()
         }
-    };
-    metrics::with(|m| {
-        m.jobs_started
-            .with_label_values(&[origin.as_str(), func_label.as_str()])
-            .inc();
-        m.jobs_in_flight.inc();
     });
+    if let Some(f) = &func_label {
+        metrics::job_started(&origin, f);
+    }
     let timeout = record.as_ref().ok().and_then(|r| r.timeout);
     slot.set_running(Some(Running {
         job_id: s.job_id.clone(),
@@ -713,8 +710,9 @@ fn run_job(
         Some(Recorded::Stopped) => ("stopped", String::new(), JobEnd::Stopped),
         None => ("unrecorded", String::new(), JobEnd::Unrecorded),
     };
-    metrics::job_ended(&origin, &func_label, end, elapsed);
-    metrics::with(|m| m.jobs_in_flight.dec());
+    if let Some(f) = &func_label {
+        metrics::job_ended(&origin, f, end, elapsed);
+    }
     if recorded.is_some() {
         let (job_id, queue, worker) = (s.job_id.as_str(), origin.as_str(), name.as_str());
         let func = func_for_log.as_str();
