@@ -683,3 +683,157 @@ fn a_lost_start_reply_puts_the_job_back() {
     let executions: usize = con.scard("rq:worker:lossy-start:executions").unwrap();
     assert_eq!(executions, 0);
 }
+
+/// A job a worker moved into the intermediate list and then never started (its dequeue reply was
+/// lost with the connection, or it died) goes back to the front of its queue and runs once;
+/// one whose status shows a worker got further than the move is failed, as RQ fails it.
+#[test]
+fn maintenance_puts_back_a_job_that_never_started() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let never_started = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(2), PyValue::Int(3)],
+    );
+    let got_further = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    let long_ago = (chrono::Utc::now().timestamp() - 120).to_string();
+    for id in [&never_started, &got_further] {
+        let moved: Option<String> = redis::cmd("LMOVE")
+            .arg("rq:queue:default")
+            .arg("rq:queue:default:intermediate")
+            .arg("LEFT")
+            .arg("RIGHT")
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(moved.as_deref(), Some(id.as_str()));
+        let _: () = con
+            .set(
+                format!("rq:queue:default:intermediate:first_seen:{id}"),
+                &long_ago,
+            )
+            .unwrap();
+    }
+    let _: () = con
+        .hset(format!("rq:job:{got_further}"), "status", "started")
+        .unwrap();
+
+    let mut worker = std::process::Command::new(common::bin())
+        .args(["--url", &redis.url(), "default", "--worker-ttl", "20"])
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rq-worker");
+    let ended = wait_for(60, || {
+        status(&mut con, &never_started).as_deref() == Some("finished")
+            && status(&mut con, &got_further).as_deref() == Some("failed")
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(
+        ended,
+        "never_started={:?} got_further={:?}",
+        status(&mut con, &never_started),
+        status(&mut con, &got_further)
+    );
+    let result = latest_result(&mut con, &never_started);
+    assert_eq!(
+        result.get("type").map(String::as_str),
+        Some("1"),
+        "{result:?}"
+    );
+    assert!(exc_last_line(&mut con, &got_further).contains("stuck in intermediate queue"));
+    let failed: Option<f64> = con.zscore("rq:failed:default", &never_started).unwrap();
+    assert!(failed.is_none(), "a job that never started is not failed");
+    let inter: i64 = con.llen("rq:queue:default:intermediate").unwrap();
+    assert_eq!(inter, 0);
+}
+
+/// Starting a job that BLMOVE moved checks that the id is still in the intermediate list: if
+/// maintenance put it back in its queue meanwhile, it runs from there and is not started twice.
+#[test]
+fn a_moved_job_taken_back_by_maintenance_is_not_started() {
+    use rq_worker::rq::scripts::{self, Layout, StartFrom, StartOutcome};
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    // The id is in its queue (put back), not in the intermediate list.
+    let r = scripts::start(
+        &mut con,
+        &Keys::new("rq"),
+        StartFrom::Moved {
+            queue: "default",
+            job_id: &id,
+        },
+        "w1",
+        "0123456789abcdef0123456789abcdef",
+        30,
+        Layout::Compat,
+        false,
+    )
+    .unwrap();
+    assert!(matches!(r, StartOutcome::Empty), "{r:?}");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
+    let queued: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queued, [id]);
+    let started: i64 = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(started, 0);
+}
+
+/// The chaos case of issue 13: an idle worker's BLMOVE moves a job into the intermediate list and
+/// the reply is lost with the connection. The worker asks maintenance for an early look, and the
+/// job goes back to its queue and runs (about a minute later), instead of being failed as
+/// "stuck in intermediate queue" at a later maintenance run.
+#[test]
+fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    // RESP framing: the BLMOVE command itself, not a script whose text mentions it.
+    let proxy = LostReplyProxy::start(redis.port, [b"\r\nBLMOVE\r\n", b"intermediate\r\n"]);
+    let mut worker = std::process::Command::new(common::bin())
+        .args([
+            "--url",
+            &format!("redis://127.0.0.1:{}/0", proxy.port),
+            "default",
+            "--worker-ttl",
+            "20",
+            "--name",
+            "lossy-blmove",
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rq-worker");
+    // Wait until the worker is registered (and so about to block in BLMOVE), then enqueue.
+    assert!(wait_for(30, || {
+        con.exists::<_, bool>("rq:worker:lossy-blmove")
+            .unwrap_or(false)
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(7), PyValue::Int(8)],
+    );
+    let finished = wait_for(150, || status(&mut con, &id).as_deref() == Some("finished"));
+    let _ = worker.kill();
+    let out = worker.wait_with_output().expect("worker output");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy dropped the BLMOVE reply: {log}"
+    );
+    assert!(finished, "status {:?}: {log}", status(&mut con, &id));
+    assert!(log.contains("requeued_never_started"), "{log}");
+    let entries: usize = con.xlen(format!("rq:results:{id}")).unwrap();
+    assert_eq!(entries, 1);
+    let failed: usize = con.zcard("rq:failed:default").unwrap();
+    assert_eq!(failed, 0, "{log}");
+}

@@ -16,14 +16,16 @@ use crate::rq::time::Timestamp;
 pub struct Cleaned {
     pub abandoned: Vec<String>,
     pub stuck: Vec<String>,
+    /// Jobs that sat in the intermediate list without ever starting, put back in their queue.
+    pub requeued: Vec<String>,
     pub dangling: usize,
     pub dead_workers: usize,
     /// Jobs an rq 3.0 worker left in the ready registry, now enqueued.
     pub ready: i64,
 }
 
-/// Seconds an id may sit in the intermediate list before it is failed (RQ 1.16.2+: 60).
-const STUCK_AFTER_SECS: f64 = 60.0;
+/// Seconds an id may sit in the intermediate list before maintenance acts on it (RQ 1.16.2+: 60).
+pub const STUCK_AFTER_SECS: f64 = 60.0;
 
 /// Clean one queue's registries if the cleaning lock is free. Returns `None` when another worker
 /// holds the lock.
@@ -161,6 +163,24 @@ fn clean_locked<C: ConnectionLike + Commands>(
     }
 
     // Intermediate list: ids popped but never marked started.
+    intermediate(con, keys, queue, default_result_ttl, &mut out)?;
+    Ok(out)
+}
+
+/// Ids in `queue`'s intermediate list that no worker started (rq-wire.md §8.3). The first pass
+/// that sees one notes when (a marker key with a day's TTL); a pass more than
+/// [`STUCK_AFTER_SECS`] later acts on it: a job still `queued` never ran and goes back to the
+/// front of its queue; any other (a worker got further than the move) is failed as RQ fails it.
+/// Safe without the cleaning lock: each step is one atomic script or an idempotent marker.
+pub fn intermediate<C: ConnectionLike + Commands>(
+    con: &mut C,
+    keys: &Keys,
+    queue: &str,
+    default_result_ttl: i64,
+    out: &mut Cleaned,
+) -> redis::RedisResult<()> {
+    let now = Timestamp::now();
+    let started = keys.started(queue);
     let inter = keys.intermediate(queue);
     let ids: Vec<String> = con.lrange(&inter, 0, -1)?;
     for id in ids {
@@ -186,15 +206,23 @@ fn clean_locked<C: ConnectionLike + Commands>(
         let Some(first) = first else { continue };
         let first: f64 = first.parse().unwrap_or(f64::MAX);
         let now_f: f64 = now.epoch_f().parse().unwrap_or(0.0);
-        if now_f - first > STUCK_AFTER_SECS {
-            let text = "Job was stuck in intermediate queue.";
-            fail_unowned(con, keys, queue, &id, "", text, false, default_result_ttl)?;
-            let _: () = con.lrem(&inter, 1, &id)?;
-            let _: () = con.del(&seen_key)?;
-            out.stuck.push(id);
+        if now_f - first <= STUCK_AFTER_SECS {
+            continue;
         }
+        match scripts::requeue_intermediate(con, keys, queue, &id)? {
+            scripts::Requeued::Requeued => out.requeued.push(id),
+            scripts::Requeued::Dangling => out.dangling += 1,
+            scripts::Requeued::Gone => {}
+            scripts::Requeued::Fail => {
+                let text = "Job was stuck in intermediate queue.";
+                fail_unowned(con, keys, queue, &id, "", text, false, default_result_ttl)?;
+                let _: () = con.lrem(&inter, 1, &id)?;
+                out.stuck.push(id);
+            }
+        }
+        let _: () = con.del(&seen_key)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Fail a job no worker is running any more (abandoned or stuck), with `text` as its exc_string.

@@ -33,6 +33,8 @@ static READY_RECOVER: LazyLock<Script> = LazyLock::new(|| {
         include_str!("lua/ready_recover.lua")
     ))
 });
+static INTERMEDIATE_REQUEUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/intermediate_requeue.lua")));
 static GROUP_CLEAN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/group_clean.lua")));
 static RATE_LIMIT_CLEAN: LazyLock<Script> = LazyLock::new(|| {
@@ -544,6 +546,39 @@ pub fn clean_rate_limit(
 
 /// Enqueue what an rq 3.0 worker left in `queue`'s ready registry (see ready_recover.lua);
 /// returns how many jobs were enqueued.
+/// What [`requeue_intermediate`] did with an id found in the intermediate list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// Put back at the front of its queue (it never started).
+    Requeued,
+    /// Its status says a worker got further than the move: fail it as RQ does.
+    Fail,
+    /// The job hash is gone; the id was dropped.
+    Dangling,
+    /// No longer in the intermediate list (a worker started it meanwhile).
+    Gone,
+}
+
+/// Put a job that never started back in its queue (`lua/intermediate_requeue.lua`).
+pub fn requeue_intermediate(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    queue: &str,
+    job_id: &str,
+) -> redis::RedisResult<Requeued> {
+    let r: String = INTERMEDIATE_REQUEUE
+        .arg(keys.prefix())
+        .arg(queue)
+        .arg(job_id)
+        .invoke(con)?;
+    Ok(match r.as_str() {
+        "requeued" => Requeued::Requeued,
+        "dangling" => Requeued::Dangling,
+        "gone" => Requeued::Gone,
+        _ => Requeued::Fail,
+    })
+}
+
 pub fn recover_ready(
     con: &mut dyn ConnectionLike,
     keys: &Keys,

@@ -77,6 +77,9 @@ pub struct Process {
     pub liveness: Arc<Liveness>,
     /// Test-only fault injection (`RQ_WORKER_TEST_FAULTS`).
     pub faults: faults::Faults,
+    /// When the maintenance thread should look at the intermediate lists early (see
+    /// [`Process::request_intermediate_check`]).
+    intermediate_checks: std::sync::Mutex<Vec<std::time::Instant>>,
     /// Jobs finished by all slots, for `--max-jobs`.
     jobs_done: AtomicU64,
 }
@@ -99,6 +102,41 @@ impl Process {
     /// of a blocking dequeue) and a margin.
     pub fn slot_bound(&self) -> Duration {
         self.config.dequeue_timeout() + Duration::from_secs(40)
+    }
+
+    /// A dequeue's reply was lost with the connection, so a job may sit in an intermediate list
+    /// that no worker will start: have maintenance look now (to note it) and again once it counts
+    /// as stuck (to put it back in its queue), instead of at its next full run.
+    pub fn request_intermediate_check(&self) {
+        let now = std::time::Instant::now();
+        let later = Duration::from_secs_f64(crate::rq::maintenance::STUCK_AFTER_SECS + 2.0);
+        let mut c = self
+            .intermediate_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        c.push(now + Duration::from_secs(1));
+        c.push(now + later);
+    }
+
+    /// Whether an early intermediate check is due at `now` (due ones are taken).
+    pub fn intermediate_check_due(&self, now: std::time::Instant) -> bool {
+        let mut c = self
+            .intermediate_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = c.len();
+        c.retain(|t| *t > now);
+        c.len() < before
+    }
+
+    /// The next early intermediate check asked for.
+    pub fn next_intermediate_check(&self) -> Option<std::time::Instant> {
+        self.intermediate_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .min()
+            .copied()
     }
 
     pub fn max_jobs_reached(&self) -> bool {
@@ -299,6 +337,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         hostname,
         liveness: Arc::new(Liveness::default()),
         faults: faults::Faults::parse(config.test_faults.as_deref()),
+        intermediate_checks: std::sync::Mutex::new(Vec::new()),
         jobs_done: AtomicU64::new(0),
         config,
     });

@@ -378,6 +378,11 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                 Ok(_) => {}
                                 Err(e) => {
                                     let lost = is_connection_error(&e);
+                                    if lost {
+                                        // The start may not have run: the job would stay in
+                                        // the intermediate list.
+                                        process.request_intermediate_check();
+                                    }
                                     handle_redis_error(
                                         &process,
                                         &slot,
@@ -397,7 +402,13 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => handle_redis_error(&process, &slot, &mut con, &mut client_id, e),
+                        Err(e) => {
+                            if is_connection_error(&e) {
+                                // BLMOVE may have moved a job whose id never reached us.
+                                process.request_intermediate_check();
+                            }
+                            handle_redis_error(&process, &slot, &mut con, &mut client_id, e)
+                        }
                     }
                 }
             }

@@ -14,8 +14,12 @@ local function start_job(a)
   local function start(q, id)
     local jk = p .. ':job:' .. id
     local inter = p .. ':queue:' .. q .. ':intermediate'
+    if redis.call('LREM', inter, 1, id) == 0 and a.mode == 'moved' then
+      -- BLMOVE moved it, but maintenance has since put it back in its queue (the move looked
+      -- lost): it runs from there, once. Starting it here too would run it twice.
+      return nil
+    end
     local flat = redis.call('HGETALL', jk)
-    redis.call('LREM', inter, 1, id)
     if #flat == 0 then
       return nil -- dangling id: the job hash is gone; drop it
     end
