@@ -19,6 +19,7 @@ This is a benchmark, not a test: nothing here asserts on time.
 """
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -168,26 +169,34 @@ def scrape_every_second(port, stop):
             pass
 
 
+@contextlib.contextmanager
+def metrics_on(cmd, on):
+    """`cmd`, with `--metrics-addr` and a scraper hitting /metrics every second while it runs
+    when `on`; unchanged otherwise."""
+    if not on:
+        yield list(cmd)
+        return
+    port = free_port()
+    stop = threading.Event()
+    scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
+    scraper.start()
+    try:
+        yield list(cmd) + ["--metrics-addr", f"127.0.0.1:{port}"]
+    finally:
+        stop.set()
+        scraper.join()
+
+
 def metrics_overhead(args, redis, url, env, cmd):
     off, on = [], []
     for i in range(args.metrics_overhead):
         for label in ("off", "on"):
             queue = f"mo{i}{label}"
             enqueue(redis, queue, args.rust_jobs)
-            run_cmd = list(cmd)
-            stop = threading.Event()
-            scraper = None
-            if label == "on":
-                port = free_port()
-                run_cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
-                scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
-                scraper.start()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            secs = run_worker(run_cmd, url, queue, env)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            stop.set()
-            if scraper:
-                scraper.join()
+            with metrics_on(cmd, label == "on") as run_cmd:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                secs = run_worker(run_cmd, url, queue, env)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu_us = ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e6
             rate = args.rust_jobs / busy_seconds(redis, queue)
             (on if label == "on" else off).append((rate, cpu_us / args.rust_jobs))
@@ -230,18 +239,9 @@ def metrics_instructions(args, redis, url, env, cmd):
         for size in (n, 2 * n):
             queue = f"cg{label}{size}"
             enqueue(redis, queue, size)
-            run_cmd = list(cmd)
-            stop = threading.Event()
-            scraper = None
-            if label == "on":
-                port = free_port()
-                run_cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
-                scraper = threading.Thread(target=scrape_every_second, args=(port, stop), daemon=True)
-                scraper.start()
-            counts.append(callgrind_instructions(run_cmd, url, queue, env, os.path.join(tmp, f"{queue}.out")))
-            stop.set()
-            if scraper:
-                scraper.join()
+            with metrics_on(cmd, label == "on") as run_cmd:
+                counts.append(callgrind_instructions(run_cmd, url, queue, env,
+                                                     os.path.join(tmp, f"{queue}.out")))
             print(f"metrics {label}, {size} jobs: {counts[-1]:,} instructions", flush=True)
         per_job[label] = (counts[1] - counts[0]) / n
     shutil.rmtree(tmp, ignore_errors=True)
