@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{TestRedis, burst, wait_for};
+use std::process::Stdio;
+
+use common::{TestRedis, burst, spawn_worker, wait_for};
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
 use rq_worker::rq::enqueue::{self, Enqueue};
@@ -237,11 +239,7 @@ fn warm_shutdown_finishes_the_running_job() {
         "rq_worker.diag.sleep",
         vec![PyValue::Float(1.5)],
     );
-    let mut child = std::process::Command::new(common::bin())
-        .args(["--url", &redis.url(), "--name", "warm"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_worker(&redis.url(), &["--name", "warm"], Stdio::null());
     assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -262,11 +260,11 @@ fn an_idle_worker_on_several_queues_blocks_on_the_first() {
     // served at once) between atomic passes over all of them; a warm shutdown still wakes it.
     let redis = TestRedis::start();
     let mut con = redis.con();
-    let mut child = std::process::Command::new(common::bin())
-        .args(["high", "low", "--url", &redis.url(), "--name", "two"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_worker(
+        &redis.url(),
+        &["high", "low", "--name", "two"],
+        Stdio::null(),
+    );
     let blocked = |con: &mut redis::Connection| {
         let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
         list.lines().any(|l| {
@@ -459,11 +457,11 @@ fn redis_outage_mid_job_loses_nothing() {
         "rq_worker.diag.add",
         vec![PyValue::Int(1), PyValue::Int(1)],
     );
-    let mut child = std::process::Command::new(common::bin())
-        .args(["--url", &redis.url(), "--name", "outage", "--max-jobs", "2"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_worker(
+        &redis.url(),
+        &["--name", "outage", "--max-jobs", "2"],
+        Stdio::null(),
+    );
     assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
     redis.kill();
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -719,14 +717,11 @@ fn maintenance_puts_back_a_job_that_never_started() {
         .hset(format!("rq:job:{got_further}"), "status", "started")
         .unwrap();
 
-    let mut worker = std::process::Command::new(common::bin())
-        .args(["--url", &redis.url(), "default", "--worker-ttl", "20"])
-        .env_remove("QUEUE_NAME")
-        .env_remove("WORKER_COUNT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start rq-worker");
+    let mut worker = spawn_worker(
+        &redis.url(),
+        &["default", "--worker-ttl", "20"],
+        Stdio::null(),
+    );
     let ended = wait_for(60, || {
         status(&mut con, &never_started).as_deref() == Some("finished")
             && status(&mut con, &got_further).as_deref() == Some("failed")
@@ -793,23 +788,19 @@ fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
     let mut con = redis.con();
     // RESP framing: the BLMOVE command itself, not a script whose text mentions it.
     let proxy = LostReplyProxy::start(redis.port, [b"\r\nBLMOVE\r\n", b"intermediate\r\n"]);
-    let mut worker = std::process::Command::new(common::bin())
-        .args([
-            "--url",
-            &format!("redis://127.0.0.1:{}/0", proxy.port),
+    let mut worker = spawn_worker(
+        &format!("redis://127.0.0.1:{}/0", proxy.port),
+        &[
             "default",
             "--worker-ttl",
             "20",
             "--name",
             "lossy-blmove",
-        ])
-        .env("RUST_LOG", "info")
-        .env_remove("QUEUE_NAME")
-        .env_remove("WORKER_COUNT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start rq-worker");
+            "-l",
+            "INFO",
+        ],
+        Stdio::piped(),
+    );
     // Wait until the worker is registered (and so about to block in BLMOVE), then enqueue.
     assert!(wait_for(30, || {
         con.exists::<_, bool>("rq:worker:lossy-blmove")

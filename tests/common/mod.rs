@@ -122,6 +122,21 @@ pub fn burst(redis: &TestRedis, args: &[&str]) -> Output {
         .expect("run rq-worker")
 }
 
+/// Start a long-running `rq-worker --url URL ARGS...` (no burst); the caller stops it. The
+/// platform's QUEUE_NAME/WORKER_COUNT are removed so a developer's environment cannot leak in.
+pub fn spawn_worker(url: &str, args: &[&str], stderr: Stdio) -> Child {
+    Command::new(bin())
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start rq-worker")
+}
+
 /// Poll `f` until it returns true or `secs` pass.
 pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
