@@ -926,3 +926,129 @@ fn a_slot_that_keeps_panicking_gives_up_and_the_process_exits_non_zero() {
     let workers: Vec<String> = con.smembers("rq:workers").unwrap();
     assert!(workers.is_empty(), "{workers:?}");
 }
+
+/// Every field a worker reads, holding what an enqueuer of another version or a person with
+/// `redis-cli` could write: each job runs with a sane reading of it or fails with a readable
+/// exc_info, the worker never panics, and nothing is left started or queued.
+#[test]
+fn odd_values_in_any_job_field_never_break_the_worker() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "odd";
+    let numbers: &[&str] = &[
+        "9223372036854775807",
+        "-9223372036854775808",
+        "99999999999999999999",
+        "1e400",
+        "-1e400",
+        "nan",
+        "inf",
+        "1.5",
+        "-1",
+        "0",
+        "",
+        "abc",
+        "0x10",
+        " 30 ",
+        "1h",
+        "\u{1F600}",
+    ];
+    let mut cases: Vec<(String, &str, String)> = Vec::new(); // (job id, func, what)
+    let mut push = |con: &mut redis::Connection, func: &str, fields: &[(&str, &str)]| {
+        let args = if func.ends_with("fail") {
+            vec![PyValue::Str("as asked".into())]
+        } else {
+            vec![PyValue::Int(1), PyValue::Int(2)]
+        };
+        let id = enqueue(con, q, func, args);
+        for (k, v) in fields {
+            let _: () = con.hset(format!("rq:job:{id}"), *k, *v).unwrap();
+        }
+        cases.push((id, if func.ends_with("fail") { "fail" } else { "add" }, format!("{fields:?}")));
+    };
+    for field in ["timeout", "result_ttl", "failure_ttl", "ttl", "retries_left"] {
+        for v in numbers {
+            push(&mut con, "rq_worker.diag.add", &[(field, v)]);
+            push(&mut con, "rq_worker.diag.fail", &[(field, v)]);
+        }
+    }
+    for intervals in ["[1e400]", "[-5]", "not json", "[\"a\"]", "{}", "[[1]]", "[]", "[0.5]"] {
+        push(
+            &mut con,
+            "rq_worker.diag.fail",
+            &[("retries_left", "1"), ("retry_intervals", intervals)],
+        );
+    }
+    for (field, v) in [
+        ("status", "garbage"),
+        ("status", "finished"),
+        ("meta", "\u{0}\u{1}not a pickle"),
+        ("created_at", "yesterday"),
+        ("enqueued_at", "9999-99-99T99:99:99"),
+        ("started_at", ""),
+        ("dependency_ids", "[not json"),
+        ("description", "\u{FFFD}\u{0}"),
+        ("origin", ""),
+        ("group_id", ""),
+        ("success_callback_name", "os.system"),
+        ("rate_limit_key", "k"),
+        ("rate_limit_concurrency", "nan"),
+        ("enqueue_at_front_on_retry", "maybe"),
+        ("worker_name", "\u{0}"),
+        ("last_heartbeat", "-1e400"),
+    ] {
+        push(&mut con, "rq_worker.diag.add", &[(field, v)]);
+    }
+    let total = cases.len();
+    let out = burst(&redis, &[q, "--concurrency", "2"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let mut finished = 0;
+    for (id, func, what) in &cases {
+        let st = status(&mut con, id);
+        match st.as_deref() {
+            Some("finished") if *func == "add" => finished += 1,
+            Some("failed") => assert!(
+                !exc_last_line(&mut con, id).is_empty(),
+                "{what}: failed without a readable exc_info"
+            ),
+            // A retry far in the future (an interval capped at ten years) is a sane reading.
+            Some("scheduled") if what.contains("retry_intervals") => {}
+            // A TTL of 0 deletes the job once it ends, as RQ's Job.cleanup(0) does.
+            None if what.contains("_ttl\", \"0\"") => {}
+            other => panic!("{what} ({func}): status {other:?}\n{log}"),
+        }
+    }
+    assert!(finished > total / 4, "most add jobs ran: {finished} of {total}");
+    let wip: i64 = con.zcard(format!("rq:wip:{q}")).unwrap();
+    let inter: i64 = con.llen(format!("rq:queue:{q}:intermediate")).unwrap();
+    let queued: i64 = con.llen(format!("rq:queue:{q}")).unwrap();
+    assert_eq!((wip, inter, queued), (0, 0, 0), "nothing left started or queued");
+}
+
+#[test]
+fn the_cleaning_lock_is_held_only_while_cleaning() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "locks";
+    enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
+    let out = burst(&redis, &[q]);
+    assert!(out.status.success());
+    let exists: bool = con.exists(format!("rq:clean_registries:{q}")).unwrap();
+    assert!(!exists, "released after the pass");
+    // One held by someone else (an RQ worker holds it for 899 s) is respected and left alone.
+    let _: () = redis::cmd("SET")
+        .arg(format!("rq:clean_registries:{q}"))
+        .arg("1")
+        .arg("EX")
+        .arg(899)
+        .query(&mut con)
+        .unwrap();
+    let _: () = con.zadd(format!("rq:finished:{q}"), "expired-entry", 1).unwrap();
+    assert!(burst(&redis, &[q]).status.success());
+    let left: Option<f64> = con.zscore(format!("rq:finished:{q}"), "expired-entry").unwrap();
+    assert!(left.is_some(), "not cleaned under another worker's lock");
+    let held: String = con.get(format!("rq:clean_registries:{q}")).unwrap();
+    assert_eq!(held, "1");
+}

@@ -15,12 +15,14 @@ use crate::rq::time::Timestamp;
 
 static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/fields_fn.lua"),
         include_str!("lua/start_fn.lua"),
         include_str!("lua/start.lua")
     ))
 });
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/fields_fn.lua"),
         include_str!("lua/start_fn.lua"),
         include_str!("lua/unstart_fn.lua"),
         include_str!("lua/enqueue_fn.lua"),

@@ -109,17 +109,48 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rq-worker")
 }
 
-/// Run `rq-worker --burst` with `args` against `redis`; returns its output.
+/// Run `rq-worker --burst` with `args` against `redis`; returns its output. A burst that has not
+/// ended after five minutes is killed (its output then ends without a status of 0), so a worker
+/// that loops forever fails the test instead of hanging the suite.
 pub fn burst(redis: &TestRedis, args: &[&str]) -> Output {
-    Command::new(bin())
+    let mut child = Command::new(bin())
         .arg("--url")
         .arg(redis.url())
         .arg("--burst")
         .args(args)
         .env_remove("QUEUE_NAME")
         .env_remove("WORKER_COUNT")
-        .output()
-        .expect("run rq-worker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rq-worker");
+    let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = pipe(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for rq-worker") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait for rq-worker");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// Start a long-running `rq-worker --url URL ARGS...` (no burst); the caller stops it. The
