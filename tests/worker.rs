@@ -1052,3 +1052,82 @@ fn the_cleaning_lock_is_held_only_while_cleaning() {
     let held: String = con.get(format!("rq:clean_registries:{q}")).unwrap();
     assert_eq!(held, "1");
 }
+
+/// The startup check accepts the Redis these tests run on (scripts/test.sh runs this file once on
+/// Redis 6.2, the oldest it accepts) and logs its version; the other tests here cover every job
+/// transition on it. With RQW_TEST_REDIS_VERSION set,
+/// TestRedis::start has already checked that the server is that version.
+#[test]
+fn the_startup_check_accepts_this_redis_and_logs_its_version() {
+    let redis = TestRedis::start();
+    let version = redis.version();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!(
+        (major, minor) >= (6, 2),
+        "tests need Redis 6.2+, got {version}"
+    );
+    // An empty queue: the burst worker starts (registers, runs maintenance) and stops.
+    let out = burst(&redis, &["--name", "w1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Redis {version} (rq-worker needs 6.2 or later)")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("too old"), "{stderr}");
+}
+
+/// Both steps of the intermediate-list check, called directly: the first sighting of an id that
+/// no worker started only sets a marker (a day's TTL); a later pass, once the marker is older
+/// than STUCK_AFTER_SECS, puts the job back at the front of its queue. Run on Redis 6.2 by
+/// scripts/test.sh (the marker once used `SET ... NX GET`, which 6.2 refuses).
+#[test]
+fn the_intermediate_check_marks_then_puts_back() {
+    use rq_worker::rq::maintenance::{self, Cleaned};
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let keys = Keys::new("rq");
+    let other = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    // `id` is now last in the queue; move it (the right end) as a worker's BLMOVE would move
+    // the left end: only which id sits in the intermediate list matters here.
+    let moved: Option<String> = redis::cmd("LMOVE")
+        .arg("rq:queue:default")
+        .arg("rq:queue:default:intermediate")
+        .arg("RIGHT")
+        .arg("RIGHT")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(moved.as_deref(), Some(id.as_str()));
+    let marker = keys.intermediate_first_seen("default", &id);
+
+    for pass in 0..2 {
+        let mut out = Cleaned::default();
+        maintenance::intermediate(&mut con, &keys, "default", 500, &mut out).unwrap();
+        assert!(
+            out.requeued.is_empty() && out.stuck.is_empty(),
+            "pass {pass}: {out:?}"
+        );
+        let ttl: i64 = con.ttl(&marker).unwrap();
+        assert!(
+            ttl > 86_000 && ttl <= 86_400,
+            "pass {pass}: marker ttl {ttl}"
+        );
+        let inter: Vec<String> = con.lrange("rq:queue:default:intermediate", 0, -1).unwrap();
+        assert_eq!(inter, vec![id.clone()], "pass {pass}");
+    }
+
+    let long_ago = (chrono::Utc::now().timestamp() - 120).to_string();
+    let _: () = con.set_ex(&marker, &long_ago, 86_400).unwrap();
+    let mut out = Cleaned::default();
+    maintenance::intermediate(&mut con, &keys, "default", 500, &mut out).unwrap();
+    assert_eq!(out.requeued, vec![id.clone()], "{out:?}");
+    let queue: Vec<String> = con.lrange("rq:queue:default", 0, -1).unwrap();
+    assert_eq!(queue, vec![id.clone(), other], "put back at the front");
+    let inter: i64 = con.llen("rq:queue:default:intermediate").unwrap();
+    assert_eq!(inter, 0);
+    let marker_left: bool = con.exists(&marker).unwrap();
+    assert!(!marker_left, "the marker is removed once acted on");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
+}

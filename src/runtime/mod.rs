@@ -294,6 +294,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         if (major, minor) < (6, 2) {
             return Err(RuntimeError::RedisTooOld { version: v });
         }
+        info!("Redis {v} (rq-worker needs 6.2 or later)");
     }
     let keys = Keys::new(&config.key_prefix);
     let queues = config.queue_names();
