@@ -3,6 +3,7 @@
 The dashboard runs headless (its own CLI, bound to 127.0.0.1 on a free port) against the private
 Redis; every JSON route must answer 200 in every phase and its log must stay free of tracebacks.
 """
+import html.parser
 import json
 import re
 import signal
@@ -237,4 +238,52 @@ def test_dashboard_cold_shutdown_leaves_nothing_started_forever(conn, queue, fle
     assert dash.ok("/0/data/job/t-cut.json")["status"] == "failed"
     assert listed(dash, "started") == [] and "t-cut" in listed(dash, "failed")
     assert dash.ok("/0/data/workers.json")["workers"] == []
+    assert "Traceback" not in dash.log(), dash.log()[-3000:]
+
+
+class _PreText(html.parser.HTMLParser):
+    """The text a browser shows for markup: tags dropped, entities decoded."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def rendered_as_html(text):
+    """What rq-dashboard 0.9's job page shows for exc_info: its template inserts the text into a
+    <pre> as HTML, unescaped (rq-dashboard.md §6)."""
+    p = _PreText()
+    p.feed(f"<pre class=\"exc_info\">{text}</pre>")
+    p.close()
+    return "".join(p.parts)
+
+
+def test_dashboard_job_page_shows_exc_info_frames_intact(conn, queue, fleet, dash, worker_kind):
+    """Issue 13: the failed-job page renders exc_info as HTML, so a frame like `File "<rq-worker>"`
+    showed as `File ""`. Every frame line must read the same once rendered, and the chain must show."""
+    fleet.start(name="W3")
+    queue.enqueue(diag.fail, "kaboom", job_id="t-plain")
+    queue.enqueue(diag.fail, "outer failure", "inner cause", job_id="t-chain")
+    for jid in ("t-plain", "t-chain"):
+        wait_for(lambda: status_of(conn, jid) == "failed", timeout=60, what=f"{jid} failed")
+    for jid, last in (("t-plain", "RuntimeError: kaboom"), ("t-chain", "RuntimeError: outer failure")):
+        for text in (dash.ok(f"/0/data/job/{jid}.json")["exc_info"],
+                     {j["id"]: j for j in dash.ok("/0/data/jobs/default/failed/100/asc/1.json")["jobs"]}
+                     [jid]["exc_info"]):
+            assert text.startswith("Traceback (most recent call last):"), text
+            assert text.rstrip("\n").splitlines()[-1] == last, text
+            shown = rendered_as_html(text)
+            assert shown == text, f"the job page would show\n{shown}\ninstead of\n{text}"
+            frames = [line for line in text.splitlines() if line.startswith("  File ")]
+            assert frames and all(re.fullmatch(r'  File "[^"<>&]+", line \d+, in [^<>&]+', f) for f in frames), frames
+            # The job function's frame says where it failed.
+            assert any(f.endswith(", in fail") for f in frames), frames
+    chain = dash.ok("/0/data/job/t-chain.json")["exc_info"]
+    assert "inner cause" in chain and "The above exception was the direct cause of the following exception" in chain
+    assert chain.index("inner cause") < chain.index("outer failure")
+    if worker_kind == "rust":
+        assert '  File "rq-worker:rq_worker.diag", line 0, in fail' in chain, chain
     assert "Traceback" not in dash.log(), dash.log()[-3000:]
