@@ -51,6 +51,8 @@ static UNSTART: LazyLock<Script> = LazyLock::new(|| {
 });
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+static RUNNING_CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/running_check.lua")));
 static SCHED_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/scheduler_lock.lua")));
 static SCHED_RELEASE: LazyLock<Script> =
@@ -451,6 +453,30 @@ pub fn heartbeat_busy(
         .arg(format!("{:.6}", b.working_time_secs))
         .invoke(con)?;
     Ok(vanished == 1)
+}
+
+/// Take every job in `running` that a client deleted or cancelled out of the started state
+/// (started registry; for a deleted job also its execution keys and the worker's `current_job`),
+/// while it keeps running. Returns the ids this call changed something for. See
+/// `lua/running_check.lua` for why: rq 2.x/3.0 clients remove only composite members.
+pub fn running_check(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    running: &[Beat<'_>],
+) -> redis::RedisResult<Vec<String>> {
+    if running.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut inv = RUNNING_CHECK.prepare_invoke();
+    inv.arg(keys.prefix());
+    for b in running {
+        inv.arg(b.worker)
+            .arg(b.job_id)
+            .arg(b.execution_id)
+            .arg(b.member)
+            .arg(b.origin);
+    }
+    inv.invoke(con)
 }
 
 /// Take or refresh the scheduler locks of `queues`; returns the queues whose lock we hold.
