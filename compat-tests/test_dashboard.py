@@ -100,7 +100,7 @@ def listed(dash, registry):
     return [j["id"] for j in dash.ok(f"/0/data/jobs/default/{registry}/100/asc/1.json")["jobs"]]
 
 
-def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, redis_url):
+def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, redis_url, worker_kind):
     url = redis_url
     w = fleet.start(name="W")
     wait_for(lambda: getattr(workers_by_name(conn).get("W"), "state", None) == "idle", timeout=60,
@@ -118,6 +118,12 @@ def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, red
         stamp = parsedate_to_datetime(rec[field]).timestamp()
         assert abs(stamp - time.time()) < 600, (field, rec[field])
     assert rec["version"] == h["version"] and rec["python_version"] == h["python_version"]
+    # The workers page's tooltip reads "RQ {version} / Python {python_version}" (issue 13).
+    if worker_kind == "rust":
+        assert re.fullmatch(r"1\.16\.0\+rq-worker\.\d+\.\d+\.\d+", rec["version"]), rec["version"]
+        assert re.fullmatch(r"n/a \(Rust rq-worker \d+\.\d+\.\d+, compat layout\)", rec["python_version"])
+        from packaging.version import Version   # a tool comparing versions can parse it
+        assert Version(rec["version"]).release == (1, 16, 0)
     # 2. rq info -W -r
     assert re.search(r"^worker W \(\S+ \S+ %d\) idle default\. jobs: 0 finished, 0 failed$" % w.pid,
                      rq_info(url, "-W", "-r"), re.M)
@@ -287,3 +293,31 @@ def test_dashboard_job_page_shows_exc_info_frames_intact(conn, queue, fleet, das
     if worker_kind == "rust":
         assert '  File "rq-worker:rq_worker.diag", line 0, in fail' in chain, chain
     assert "Traceback" not in dash.log(), dash.log()[-3000:]
+
+
+def test_dashboard_delete_of_a_running_job(conn, queue, fleet, dash, redis_url, worker_kind):
+    """Issue 13: deleting a running job from the dashboard (rq 2.x's Job.delete(), which removes only
+    `job_id:execution_id` members) left the started count one too high until the job ended."""
+    w = fleet.start(name="W4")
+    queue.enqueue(diag.sleep, 15, job_id="t-del")   # ends well after the bound below
+    wait_for(lambda: status_of(conn, "t-del") == "started", timeout=60, what="t-del started")
+    assert queue_entry(dash)["started_job_registry_count"] == 1 and listed(dash, "started") == ["t-del"]
+    dash.ok("/job/t-del/delete", method="POST")
+    wait_for(lambda: queue_entry(dash)["started_job_registry_count"] == 0, timeout=8,
+             what="started count 0 on the dashboard after the delete")
+    assert listed(dash, "started") == []
+    assert re.search(r"^queue default 0, 0 executing, ", rq_info(redis_url, "-r"), re.M)
+    if worker_kind == "rust":
+        # The worker no longer names a job that cannot be fetched (the workers page would fail).
+        wait_for(lambda: dash.get("/0/data/workers.json")[0] == 200, timeout=5, what="workers page")
+        rec = dash.ok("/0/data/workers.json")["workers"][0]
+        assert rec["state"] == "busy" and rec["current_job"] == "idle"
+        check_invariant(dash, redis_url, [])
+    queue.enqueue(diag.noop, job_id="t-after")
+    wait_for(lambda: status_of(conn, "t-after") == "finished", timeout=60, what="t-after finished")
+    assert queue_entry(dash)["started_job_registry_count"] == 0
+    if worker_kind == "rust":
+        check_invariant(dash, redis_url, ["t-after"])
+        assert "Traceback" not in dash.log(), dash.log()[-3000:]
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
