@@ -393,6 +393,24 @@ def test_deleting_a_running_job_frees_its_started_count(conn, queue, fleet, redi
     assert w.wait(60) == 0
 
 
+def test_cancelling_a_running_job_frees_its_started_count(conn, queue, fleet, redis_url):
+    """Job.cancel() on a running job takes it out of the started registry as Job.delete() does
+    (rq 2.x/3.0 remove only composite members); the job runs to its end."""
+    from rq.registry import StartedJobRegistry
+    reg = StartedJobRegistry("default", connection=conn)
+    w = fleet.start(name="cancel-count")
+    job = queue.enqueue(diag.sleep, 15)
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    fetch(conn, job.id).cancel()
+    wait_for(lambda: reg.count == 0, timeout=8, interval=0.05, what="started count 0 after the cancel")
+    assert started_counts(conn, redis_url)[0] == 0
+    nxt = queue.enqueue(diag.add, 1, 1)
+    wait_for(lambda: status_of(conn, nxt.id) == "finished", timeout=60, what="next job after the cancelled one")
+    assert reg.count == 0 and conn.zcard("rq:wip:default") == 0
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
 def test_stopped_job_is_not_retried(conn, queue, fleet):
     from rq.command import send_stop_job_command
     job = queue.enqueue(diag.sleep, 120, retry=Retry(max=2))
