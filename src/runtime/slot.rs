@@ -583,7 +583,7 @@ fn recover(
     let mut settled = 0;
     if let Some(r) = slot.running() {
         let text = failure::traceback(
-            "rq-worker",
+            None,
             "SystemError",
             &format!("the rq-worker slot running this job panicked: {panic}"),
         );
@@ -912,7 +912,7 @@ fn run_job(
 
 fn fail_text(job_id: &str, exc_type: &str, message: &str) -> Decided {
     debug!("job {job_id}: {exc_type}: {message}");
-    Decided::failed(failure::traceback("<rq-worker>", exc_type, message))
+    Decided::failed(failure::traceback(None, exc_type, message))
 }
 
 /// Decode, resolve and run the job on the job thread; decide its outcome.
@@ -951,7 +951,7 @@ fn execute(
     let fail = |exc: &str| Decided::failed(exc.to_string());
     if payload.instance != PyValue::None {
         return fail(&failure::traceback(
-            &func,
+            None,
             "TypeError",
             &format!(
                 "rq-worker cannot call '{func}' on a pickled Python {} instance; enqueue a plain function by name",
@@ -966,7 +966,7 @@ fn execute(
         );
     }
     let Some(handler) = process.registry.get(&func) else {
-        return fail(&failure::exc_text(&func, &process.registry.unknown(&func)));
+        return fail(&failure::exc_text(None, &process.registry.unknown(&func)));
     };
 
     let cancel = CancelToken::new();
@@ -1027,9 +1027,9 @@ fn execute(
         Waited::Done(Ok(Err(JobError::Cancelled(reason)))) => {
             interrupted(record, &func, reason, &slot.info.name)
         }
-        Waited::Done(Ok(Err(e))) => fail(&failure::exc_text(&func, &e)),
+        Waited::Done(Ok(Err(e))) => fail(&failure::exc_text(Some(&func), &e)),
         Waited::Done(Err(panic)) => fail(&failure::traceback(
-            &func,
+            Some(&func),
             "SystemError",
             &format!("rq-worker job handler panicked: {panic}"),
         )),
@@ -1040,7 +1040,7 @@ fn execute(
 fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &str) -> Decided {
     match reason {
         CancelReason::Timeout => Decided::failed(failure::exc_text(
-            func,
+            Some(func),
             &JobError::Timeout {
                 seconds: record.timeout.unwrap_or(0),
             },
@@ -1055,7 +1055,7 @@ fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &st
                 .into(),
         ),
         CancelReason::ColdShutdown => Decided::failed(failure::traceback(
-            func,
+            Some(func),
             "rq.exceptions.ShutDownImminentException",
             &format!("job interrupted by a cold shutdown of worker {worker}"),
         )),
