@@ -6,7 +6,7 @@
 //! `retry-after-ms`; any other 4xx fails at once. Errors read like the official Python client's.
 
 use crate::ops::metrics;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
@@ -191,21 +191,16 @@ impl EmbeddingsClient {
                 return Err(err);
             }
             metrics::with(|m| m.embedding_retries.inc());
-            let backoff = Duration::from_millis(500u64.saturating_mul(1 << (requests - 1).min(4)));
-            let delay = wait.unwrap_or(backoff).min(Duration::from_secs(60));
+            let delay = super::retry::Backoff {
+                base: Duration::from_millis(500),
+                cap: Duration::from_secs(60),
+            }
+            .delay(requests, wait);
             log::warn!(
                 "embeddings request failed (attempt {requests}): {err}; retrying in {delay:?}"
             );
-            let end = Instant::now() + delay;
-            loop {
-                if stop() {
-                    return Err(EmbeddingsError::Cancelled);
-                }
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                std::thread::sleep((end - now).min(Duration::from_millis(50)));
+            if !super::retry::sleep_unless(delay, stop) {
+                return Err(EmbeddingsError::Cancelled);
             }
         }
     }
