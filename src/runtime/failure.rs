@@ -25,10 +25,17 @@ const CAUSE_TYPE: &str = "rq_worker.Cause";
 /// Python-style traceback text for a job failure. `ran` is the job function's dotted name when
 /// the function itself ran (its frame is shown); `None` when the job failed before it could run.
 pub fn exc_text(ran: Option<&str>, err: &JobError) -> String {
+    // A cause that reads exactly like the error it caused (an adapter error wrapped with its own
+    // text as the message) adds nothing: it is printed once, not twice.
     let mut causes: Vec<String> = Vec::new();
+    let mut shown = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
-        causes.push(s.to_string());
+        let text = s.to_string();
+        if text != shown {
+            causes.push(text.clone());
+        }
+        shown = text;
         source = s.source();
     }
     let mut out = String::new();
@@ -126,6 +133,13 @@ mod tests {
         assert_eq!(
             t,
             "Traceback (most recent call last):\n  File \"rq-worker:jobs.x\", line 0, in run\nrq_worker.Cause: disk on fire\n\nThe above exception was the direct cause of the following exception:\n\nTraceback (most recent call last):\n  File \"rq-worker:runtime\", line 0, in perform_job\n  File \"rq-worker:jobs.x\", line 0, in run\nOSError: cannot read\n"
+        );
+        // A cause with the same text as the error it caused is printed once.
+        let io = std::io::Error::other("connection refused");
+        let e = JobError::with_source("OSError", io.to_string(), io);
+        assert_eq!(
+            exc_text(Some("jobs.x.run"), &e),
+            traceback(Some("jobs.x.run"), "OSError", "connection refused")
         );
         let t = exc_text(Some("jobs.x"), &JobError::Timeout { seconds: 2 });
         assert_eq!(
