@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""Generate src/pdf/data/<Ordering>.cid2uni: CID -> Unicode for the Adobe character collections
+"""Generate src/pdf/generated/cid2uni/<Ordering>.cid2uni: CID -> Unicode for the Adobe character collections
 (GB1, Japan1, CNS1, Korea1), used for CID fonts that come without a ToUnicode CMap.
 
 Source: Adobe's Adobe-<Ordering>-UCS2 CMaps (Copyright 1990-2020 Adobe, BSD-3-Clause), as shipped
 in Debian's poppler-data package (/usr/share/poppler/cMap/Adobe-*/Adobe-*-UCS2; `apt-get install
 poppler-data`), with poppler's own /usr/share/poppler/cidToUnicode tables taking precedence where
 both map a CID (vertical forms; see below). Output format: 3 bytes (big-endian Unicode scalar, 0 = none) per CID from 0.
-Usage: python3 bench/pdf_gen_cid2uni.py [CMAP_DIR]
+Usage: python3 scripts/gen/pdf_cid2uni.py [CMAP_DIR]
 """
 import os
 import re
 import sys
 
 src = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/poppler/cMap"
-out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src/pdf/data")
+out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src/pdf/generated/cid2uni")
 os.makedirs(out_dir, exist_ok=True)
 hexre = re.compile(r"<([0-9a-fA-F]+)>")
 
