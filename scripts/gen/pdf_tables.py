@@ -1,16 +1,29 @@
 #!/usr/bin/env python3
 """Generate src/pdf/generated/tables.rs: glyph-name and encoding data tables for the PDF text extractor.
 
-Data sources (read from installed PyPI packages, `pip install fonttools pypdf`):
+Data sources, read from PyPI packages pinned in python-fixtures/requirements-gen.txt (venv
+.venvs/gen, built by `scripts/python-envs.sh gen`); other versions may change the output:
   - Adobe Glyph List (glyphlist.txt, BSD-3-Clause, Copyright 2002-2019 Adobe) as shipped in
     fontTools.agl; StandardEncoding and MacRoman glyph names from fontTools.encodings; the CFF
     standard strings from fontTools.cffLib (MIT; the list itself is from Adobe's CFF spec).
   - Symbol, ZapfDingbats and PDFDocEncoding code tables and the core-14 font widths as shipped in
     pypdf._codecs (derived from Adobe's Core14 AFM files and the AGL; their notices are kept in
-    the generated file).
+    the generated file). pypdf._codecs is a PRIVATE pypdf module: it may move or change in any
+    pypdf release, which is why pypdf is pinned to an exact version; bumping the pin means
+    regenerating and reviewing the diff.
 WinAnsiEncoding is Python's cp1252 codec with PDF's additions (PDF 32000-1 Annex D).
-Usage: python3 scripts/gen/pdf_tables.py > src/pdf/generated/tables.rs
+
+The output is written already formatted as `rustfmt --edition 2024` formats it (max width 100:
+a [u16; 256] table 12 codes a line, every other list one element a line), so no rustfmt run is
+needed and a regeneration is byte-for-byte reproducible; scripts/gen/check.sh (run by
+scripts/test.sh) regenerates into a temporary file and fails on any difference.
+
+Usage: .venvs/gen/bin/python scripts/gen/pdf_tables.py [OUT]
+       OUT defaults to src/pdf/generated/tables.rs; `-` writes to standard output.
 """
+import os
+import sys
+
 import fontTools.agl as agl
 from fontTools.encodings.StandardEncoding import StandardEncoding
 from fontTools.encodings.MacRoman import MacRoman
@@ -18,6 +31,9 @@ from pypdf._codecs.symbol import _symbol_encoding
 from pypdf._codecs.zapfding import _zapfding_encoding
 from pypdf._codecs.pdfdoc import _pdfdoc_encoding
 from pypdf._codecs.core_font_metrics import CORE_FONT_METRICS
+from fontTools.cffLib import cffStandardStrings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 out = []
 w = out.append
@@ -62,8 +78,8 @@ def table(name, doc, chars):
             assert len(c) == 1 and ord(c) < 0x10000, c
             v = ord(c)
         row.append("0x%04x" % v)
-    for i in range(0, 256, 8):
-        w("    " + ", ".join(row[i:i + 8]) + ",")
+    for i in range(0, 256, 12):  # rustfmt's layout of short elements: as many as fit in 100 columns
+        w("    " + ", ".join(row[i:i + 12]) + ",")
     w("];")
     w("")
 
@@ -109,17 +125,21 @@ for fam, key in [("HELVETICA", "Helvetica"), ("HELVETICA_BOLD", "Helvetica-Bold"
     m = CORE_FONT_METRICS[key].character_widths
     pairs = sorted((ord(c), wd) for c, wd in m.items() if len(c) == 1)
     w(f"pub static WIDTHS_{fam}: &[(char, u16)] = &[")
-    line = []
     for cp, wd in pairs:
-        line.append("('\\u{%x}', %d)" % (cp, wd))
-    for i in range(0, len(line), 6):
-        w("    " + ", ".join(line[i:i + 6]) + ",")
+        w("    ('\\u{%x}', %d)," % (cp, wd))
     w("];")
     w("")
-from fontTools.cffLib import cffStandardStrings
 w("/// CFF standard strings (SIDs 0..=390), from the CFF specification (Adobe TN #5176, Appendix A).")
 w("pub static CFF_STANDARD_STRINGS: &[&str] = &[")
-for i in range(0, len(cffStandardStrings), 8):
-    w("    " + ", ".join(rs(x) for x in cffStandardStrings[i:i + 8]) + ",")
+for x in cffStandardStrings:
+    w(f"    {rs(x)},")
 w("];")
-print("\n".join(out))
+text = "\n".join(out) + "\n"
+dest = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "src/pdf/generated/tables.rs")
+if dest == "-":
+    sys.stdout.write(text)
+else:
+    tmp = dest + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, dest)
