@@ -2,7 +2,10 @@
 # THE test command of rq-worker (README "Tests"; .ci/run calls exactly this).
 #
 #   1. builds the Python venvs the tests drive (.venvs/rq1.16, rq2.12 + rq-dashboard, rq3.0; cached)
-#   2. builds the worker (cargo build) and runs every Rust test (cargo test), then the worker
+#   2. builds the worker (cargo build); checks that the generated PDF data under src/pdf/generated/
+#      is exactly what scripts/gen/ writes from its pinned inputs (scripts/gen/check.sh: one test
+#      per generator, seconds once .venvs/gen and the cached input exist); runs every Rust test
+#      (cargo test), then the worker
 #      integration tests (cargo test --test worker) once more on Redis 6.2.14, the oldest Redis the
 #      startup check accepts, built by scripts/redis-min.sh (cached; a failed build is a failure)
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
@@ -92,6 +95,7 @@ note "python venvs"
 ENVS="$RQ_VERSIONS"
 [ -d ingest-tests ] && [ -f python-fixtures/requirements-ingest.txt ] && ENVS="$ENVS ingest"
 [ -d image-tests ] && [ "${SKIP_IMAGE:-0}" != 1 ] && ENVS="$ENVS image"
+[ -f python-fixtures/requirements-gen.txt ] && ENVS="$ENVS gen"  # scripts/gen/check.sh below
 # shellcheck disable=SC2086
 if ! scripts/python-envs.sh $ENVS; then
     echo "test.sh: could not build the Python venvs" >&2
@@ -108,6 +112,20 @@ if [ "$rc" != 0 ] || [ ! -x target/debug/rq-worker ]; then
     exit 1
 fi
 export RQ_WORKER_BIN="${RQ_WORKER_BIN:-$ROOT/target/debug/rq-worker}"
+
+# Generated code (issue 11): each generator under scripts/gen/ is run from its pinned inputs into a
+# temporary directory and its output compared with the committed files; a difference is a failure.
+# Exit 3 means the pinned input cannot be had on this machine (Debian's poppler-data for cid2uni):
+# a skip, printed as such.
+note "generated code (scripts/gen/check.sh)"
+for gen in tables cid2uni; do
+    scripts/gen/check.sh "$gen" 2>&1 | tee "$LOGDIR/gen-check-$gen.log"
+    case ${PIPESTATUS[0]} in
+        0) PASSED=$((PASSED + 1)) ;;
+        3) SKIPPED=$((SKIPPED + 1)) ;;
+        *) echo "test.sh: generated code $gen FAILED"; fail_step "gen-check $gen"; FAILED=$((FAILED + 1)) ;;
+    esac
+done
 
 # Add a cargo test run's counts (its "test result:" lines) to the totals; a failed run with no
 # result line (build error, crash) counts as one failure.

@@ -617,12 +617,12 @@ fn two_bytes(rest: &[u8]) -> (usize, u32) {
     }
 }
 
-static GB1: &[u8] = include_bytes!("data/GB1.cid2uni");
-static JAPAN1: &[u8] = include_bytes!("data/Japan1.cid2uni");
-static CNS1: &[u8] = include_bytes!("data/CNS1.cid2uni");
-static KOREA1: &[u8] = include_bytes!("data/Korea1.cid2uni");
+static GB1: &[u8] = include_bytes!("generated/cid2uni/GB1.cid2uni");
+static JAPAN1: &[u8] = include_bytes!("generated/cid2uni/Japan1.cid2uni");
+static CNS1: &[u8] = include_bytes!("generated/cid2uni/CNS1.cid2uni");
+static KOREA1: &[u8] = include_bytes!("generated/cid2uni/Korea1.cid2uni");
 
-/// CID → Unicode table of an Adobe character collection (see bench/pdf_gen_cid2uni.py).
+/// CID → Unicode table of an Adobe character collection (written by scripts/gen/pdf_cid2uni.py).
 fn collection_table(ordering: &[u8]) -> Option<&'static [u8]> {
     match ordering {
         b"GB1" => Some(GB1),

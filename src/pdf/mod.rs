@@ -13,6 +13,8 @@ mod content;
 mod encoding;
 mod font;
 mod layout;
+// Data tables written by scripts/gen/pdf_tables.py (see scripts/gen/README.md); never edited by hand.
+#[path = "generated/tables.rs"]
 mod tables;
 mod util;
 
