@@ -1,0 +1,563 @@
+//! Redis Sentinel against real processes on free loopback ports: a master, a replica and three
+//! `redis-sentinel`s (`redis-server --sentinel`). The master is killed mid-run; the worker must
+//! follow the new master without a restart, and every job acknowledged before the failover
+//! (enqueued and confirmed by the replica with WAIT) must end in exactly one terminal state.
+//! Also the URL form, a wrong master name and a sentinel that names a replica.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, enqueue, exc_last_line, free_port, latest_result, status, wait_for};
+use redis::Commands;
+use rq_worker::rq::codec::{self, Serializer};
+use rq_worker::rq::value::PyValue;
+
+const MASTER: &str = "mymaster";
+
+fn redis_server(port: u16, dir: &Path, extra: &[String]) -> Child {
+    std::fs::create_dir_all(dir).expect("server dir");
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args([
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for the integration tests")
+}
+
+fn con_at(port: u16) -> Option<redis::Connection> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).ok()?;
+    let con = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+    con.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    Some(con)
+}
+
+fn role(port: u16) -> Option<String> {
+    let mut c = con_at(port)?;
+    let v: redis::Value = redis::cmd("ROLE").query(&mut c).ok()?;
+    match v {
+        redis::Value::Array(items) => items
+            .first()
+            .and_then(|f| redis::from_redis_value_ref::<String>(f).ok()),
+        _ => None,
+    }
+}
+
+/// A master, a replica and `n` sentinels watching `watched` (the master's port, or another's).
+struct Ha {
+    dir: PathBuf,
+    master_port: u16,
+    replica_port: u16,
+    sentinel_ports: Vec<u16>,
+    master: Child,
+    replica: Child,
+    sentinels: Vec<Child>,
+}
+
+impl Ha {
+    fn start(n: usize, watch_replica: bool, quorum: usize) -> Ha {
+        let master_port = free_port();
+        let replica_port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "rqw-test-sentinel-{master_port}-{}",
+            std::process::id()
+        ));
+        let master = redis_server(master_port, &dir.join("master"), &[]);
+        let replica = redis_server(
+            replica_port,
+            &dir.join("replica"),
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+        );
+        let watched = if watch_replica {
+            replica_port
+        } else {
+            master_port
+        };
+        let mut sentinel_ports = Vec::new();
+        let mut sentinels = Vec::new();
+        for i in 0..n {
+            let port = free_port();
+            let sdir = dir.join(format!("sentinel{i}"));
+            std::fs::create_dir_all(&sdir).expect("sentinel dir");
+            let conf = sdir.join("sentinel.conf");
+            // Down after 1 s, a failover in a few seconds (the defaults take minutes).
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {watched} {quorum}\n\
+                     sentinel down-after-milliseconds {MASTER} {}\n\
+                     sentinel failover-timeout {MASTER} 4000\n\
+                     sentinel parallel-syncs {MASTER} 1\n",
+                    sdir.display(),
+                    if watch_replica { 60_000 } else { 1000 },
+                ),
+            )
+            .expect("sentinel.conf");
+            sentinels.push(
+                Command::new("redis-server")
+                    .arg(&conf)
+                    .arg("--sentinel")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server --sentinel"),
+            );
+            sentinel_ports.push(port);
+        }
+        let ha = Ha {
+            dir,
+            master_port,
+            replica_port,
+            sentinel_ports,
+            master,
+            replica,
+            sentinels,
+        };
+        assert!(
+            wait_for(20, || role(master_port).as_deref() == Some("master")
+                && con_at(replica_port).is_some_and(|mut c| {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut c)
+                        .unwrap_or_default();
+                    info.contains("master_link_status:up")
+                })),
+            "master and replica did not come up"
+        );
+        ha
+    }
+
+    /// Wait until every sentinel knows the replica and the other sentinels (needed to agree on a
+    /// failover).
+    fn wait_sentinels_ready(&self) {
+        let others = self.sentinel_ports.len() - 1;
+        let ready = wait_for(30, || {
+            self.sentinel_ports.iter().all(|&p| {
+                let Some(mut c) = con_at(p) else { return false };
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("replicas")
+                    .arg(MASTER)
+                    .query(&mut c)
+                    .unwrap_or_default();
+                let peers: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("sentinels")
+                    .arg(MASTER)
+                    .query(&mut c)
+                    .unwrap_or_default();
+                replicas.len() == 1 && peers.len() == others
+            })
+        });
+        assert!(
+            ready,
+            "the sentinels did not discover the replica and each other"
+        );
+    }
+
+    fn sentinel_list(&self) -> String {
+        self.sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The master's port as the first sentinel that answers names it.
+    fn named_master(&self) -> Option<u16> {
+        self.sentinel_ports.iter().find_map(|&p| {
+            let mut c = con_at(p)?;
+            let r: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(MASTER)
+                .query(&mut c)
+                .ok()?;
+            r.map(|(_, port)| port)
+        })
+    }
+
+    /// A connection to the current master: named by a sentinel and confirmed by ROLE.
+    fn master_con(&self) -> redis::Connection {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.named_master()
+                && role(p).as_deref() == Some("master")
+                && let Some(c) = con_at(p)
+            {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "no master reachable");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill_master(&mut self) {
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+
+    /// The old master back on its port, empty (no persistence) and claiming to be a master
+    /// until the sentinels make it a replica of the new one.
+    fn restart_old_master(&mut self) {
+        self.master = redis_server(self.master_port, &self.dir.join("master"), &[]);
+    }
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        for c in self
+            .sentinels
+            .iter_mut()
+            .chain([&mut self.master, &mut self.replica])
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// WAIT for one replica to have everything written so far on `con`.
+fn replicated(con: &mut redis::Connection) -> bool {
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(con).unwrap_or(0);
+    n >= 1
+}
+
+/// What an acknowledged job must end as.
+enum Expect {
+    /// Finished with this return value.
+    Returns(PyValue),
+    /// `diag.fail(msg)`: failed with `RuntimeError: msg`.
+    Fails(String),
+}
+
+fn spawn(args: &[String], log: &Path) -> Child {
+    Command::new(bin())
+        .args(args)
+        .env_remove("QUEUE_NAME")
+        .env_remove("WORKER_COUNT")
+        .env_remove("REDIS_URL")
+        .env_remove("RQ_WORKER_SENTINEL")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start rq-worker")
+}
+
+/// Wait for a child to exit on its own, at most `secs`.
+fn wait_exit(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    wait_for(secs, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
+    let mut ha = Ha::start(3, false, 2);
+    ha.wait_sentinels_ready();
+    let log = ha.dir.join("worker.log");
+    // --url names no server here (port 1): with --sentinel only its db/password/TLS are used.
+    let mut worker = spawn(
+        &[
+            "--url".into(),
+            "redis://127.0.0.1:1/0".into(),
+            "--sentinel".into(),
+            ha.sentinel_list(),
+            "--sentinel-master".into(),
+            MASTER.into(),
+            "--name".into(),
+            "sw".into(),
+            "--concurrency".into(),
+            "2".into(),
+            "--maintenance-interval".into(),
+            "5".into(),
+        ],
+        &log,
+    );
+
+    // Phase A: jobs acknowledged by the replica before the failover; short sleeps keep some of
+    // them queued and running when the master dies.
+    let mut con = ha.master_con();
+    let mut expected: Vec<(String, Expect)> = Vec::new();
+    for i in 0..80i64 {
+        let (func, args, expect) = match i % 4 {
+            0 => (
+                "rq_worker.diag.fail",
+                vec![PyValue::Str(format!("boom-{i}"))],
+                Expect::Fails(format!("boom-{i}")),
+            ),
+            // A little work per job, so that the kill lands mid-run.
+            1 => (
+                "rq_worker.diag.sleep",
+                vec![PyValue::Float(0.05)],
+                Expect::Returns(PyValue::Float(0.05)),
+            ),
+            _ => (
+                "rq_worker.diag.add",
+                vec![PyValue::Int(i), PyValue::Int(1000)],
+                Expect::Returns(PyValue::Int(i + 1000)),
+            ),
+        };
+        let id = enqueue(&mut con, "default", func, args);
+        assert!(replicated(&mut con), "the replica acknowledged job {i}");
+        expected.push((id, expect));
+    }
+    assert!(replicated(&mut con));
+    assert!(
+        wait_for(60, || expected
+            .iter()
+            .filter(|(id, _)| matches!(
+                status(&mut con, id).as_deref(),
+                Some("finished" | "failed")
+            ))
+            .count()
+            >= 10),
+        "the worker ran jobs on the first master:\n{}",
+        log_text(&log)
+    );
+    let old_master = ha.master_port;
+    let done_at_kill = expected
+        .iter()
+        .filter(|(id, _)| matches!(status(&mut con, id).as_deref(), Some("finished" | "failed")))
+        .count();
+    ha.kill_master();
+    let killed = Instant::now();
+    drop(con);
+
+    // The sentinels elect the replica; the old master comes back and is demoted by them.
+    assert!(
+        wait_for(60, || ha.named_master().is_some_and(|p| p != old_master)),
+        "no failover"
+    );
+    let failover_took = killed.elapsed();
+    ha.restart_old_master();
+    let mut con = ha.master_con();
+    assert_eq!(
+        ha.named_master(),
+        Some(ha.replica_port),
+        "the replica is the new master"
+    );
+
+    // Phase B: jobs on the new master, acknowledged once the old master is its replica.
+    let mut after = Vec::new();
+    for i in 0..5i64 {
+        let id = enqueue(
+            &mut con,
+            "default",
+            "rq_worker.diag.add",
+            vec![PyValue::Int(i), PyValue::Int(2000)],
+        );
+        after.push(id.clone());
+        expected.push((id, Expect::Returns(PyValue::Int(i + 2000))));
+    }
+    assert!(
+        wait_for(120, || after
+            .iter()
+            .all(|id| status(&mut con, id).as_deref() == Some("finished"))),
+        "the worker followed the new master:\n{}",
+        log_text(&log)
+    );
+    let followed_after = killed.elapsed();
+    assert!(
+        wait_for(60, || replicated(&mut con)),
+        "the old master became a replica of the new one"
+    );
+    assert_eq!(role(old_master).as_deref(), Some("slave"));
+    assert!(
+        worker.try_wait().expect("try_wait").is_none(),
+        "the worker was not restarted: it is the same process"
+    );
+
+    // Every acknowledged job ends once: a started one whose outcome was lost with the old
+    // master is failed by the abandoned-job cleanup after its heartbeat lapses.
+    assert!(
+        wait_for(180, || expected.iter().all(|(id, _)| matches!(
+            status(&mut con, id).as_deref(),
+            Some("finished" | "failed")
+        ))),
+        "every acknowledged job reached a terminal state: {:?}\n{}",
+        expected
+            .iter()
+            .map(|(id, _)| (id.clone(), status(&mut con, id)))
+            .filter(|(_, s)| !matches!(s.as_deref(), Some("finished" | "failed")))
+            .collect::<Vec<_>>(),
+        log_text(&log)
+    );
+
+    // Stop the worker (warm) and run one more cleanup pass, as a new worker would.
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let code = wait_exit(&mut worker, 60).expect("the worker stopped on SIGTERM");
+    assert!(code.success(), "{}", log_text(&log));
+    let cleanup_log = ha.dir.join("cleanup.log");
+    let mut cleanup = spawn(
+        &[
+            "--url".into(),
+            format!("redis+sentinel://{}/{MASTER}/0", ha.sentinel_list()),
+            "--burst".into(),
+        ],
+        &cleanup_log,
+    );
+    let code = wait_exit(&mut cleanup, 60).expect("the cleanup worker finished");
+    assert!(code.success(), "{}", log_text(&cleanup_log));
+
+    let mut abandoned = 0;
+    let mut recorded_twice = 0;
+    for (id, expect) in &expected {
+        let entries: i64 = con.xlen(format!("rq:results:{id}")).unwrap_or(0);
+        if entries > 1 {
+            recorded_twice += 1;
+        }
+        let st = status(&mut con, id);
+        let in_finished: Option<f64> = con.zscore("rq:finished:default", id).unwrap();
+        let in_failed: Option<f64> = con.zscore("rq:failed:default", id).unwrap();
+        let r = latest_result(&mut con, id);
+        match st.as_deref() {
+            Some("finished") => {
+                assert!(in_finished.is_some() && in_failed.is_none(), "{id}");
+                let rv = codec::decode_return_value(&r["return_value"], Serializer::Pickle)
+                    .expect("return value");
+                match expect {
+                    Expect::Returns(v) => assert_eq!(&rv, v, "{id}"),
+                    Expect::Fails(m) => panic!("{id} should have failed with {m}"),
+                }
+            }
+            Some("failed") => {
+                assert!(in_failed.is_some() && in_finished.is_none(), "{id}");
+                let last = exc_last_line(&mut con, id);
+                match expect {
+                    Expect::Fails(m) => assert_eq!(last, format!("RuntimeError: {m}"), "{id}"),
+                    // Ran on the old master, outcome not replicated: failed by the cleanup.
+                    Expect::Returns(_) => {
+                        assert!(last.contains("AbandonedJobError"), "{id}: {last}");
+                        abandoned += 1;
+                    }
+                }
+            }
+            other => panic!("{id} ended as {other:?}"),
+        }
+    }
+    let queued: i64 = con.llen("rq:queue:default").unwrap();
+    let intermediate: i64 = con.llen("rq:queue:default:intermediate").unwrap();
+    let wip: i64 = con.zcard("rq:wip:default").unwrap();
+    assert_eq!(
+        (queued, intermediate, wip),
+        (0, 0, 0),
+        "nothing left queued or started"
+    );
+    let text = log_text(&log);
+    assert!(
+        text.contains("following the failover"),
+        "the worker logged the new master:\n{text}"
+    );
+    for line in text
+        .lines()
+        .filter(|l| l.contains("sentinel") || l.contains("reconnect"))
+    {
+        eprintln!("worker log: {line}");
+    }
+    eprintln!(
+        "measured: {} acknowledged jobs, {done_at_kill} done when the master was killed; the \
+         sentinels named the new master {failover_took:?} after the kill; the worker had finished \
+         the post-failover jobs {followed_after:?} after it; {abandoned} failed as abandoned; \
+         {recorded_twice} with more than one result",
+        expected.len() - after.len()
+    );
+}
+
+#[test]
+fn the_url_form_skips_an_unreachable_sentinel() {
+    let ha = Ha::start(2, false, 1);
+    let mut con = ha.master_con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(2), PyValue::Int(3)],
+    );
+    let dead = free_port();
+    let log = ha.dir.join("worker.log");
+    let mut worker = spawn(
+        &[
+            "--url".into(),
+            format!(
+                "redis+sentinel://127.0.0.1:{dead},{}/{MASTER}/0",
+                ha.sentinel_list()
+            ),
+            "--burst".into(),
+        ],
+        &log,
+    );
+    let code = wait_exit(&mut worker, 60).expect("the burst worker exited");
+    assert!(code.success(), "{}", log_text(&log));
+    assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+}
+
+#[test]
+fn a_wrong_master_name_is_a_readable_error() {
+    let ha = Ha::start(1, false, 1);
+    let log = ha.dir.join("worker.log");
+    let mut worker = spawn(
+        &[
+            "--sentinel".into(),
+            ha.sentinel_list(),
+            "--sentinel-master".into(),
+            "nosuchmaster".into(),
+            "--burst".into(),
+        ],
+        &log,
+    );
+    let code = wait_exit(&mut worker, 60).expect("the worker exited");
+    let text = log_text(&log);
+    assert!(!code.success(), "{text}");
+    assert!(
+        text.contains("does not know master \"nosuchmaster\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_replica_named_as_master_is_not_used() {
+    // A sentinel that (still) names the replica: the worker must not write to it.
+    let ha = Ha::start(1, true, 1);
+    let mut con = con_at(ha.master_port).expect("master");
+    let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
+    assert!(replicated(&mut con));
+    let log = ha.dir.join("worker.log");
+    let mut worker = spawn(
+        &["--sentinel".into(), ha.sentinel_list(), "--burst".into()],
+        &log,
+    );
+    let code = wait_exit(&mut worker, 60).expect("the worker exited");
+    let text = log_text(&log);
+    assert!(!code.success(), "{text}");
+    assert!(text.contains("which is a slave, not the master"), "{text}");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
+}
