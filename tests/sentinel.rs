@@ -544,20 +544,29 @@ fn a_wrong_master_name_is_a_readable_error() {
 }
 
 #[test]
-fn a_replica_named_as_master_is_not_used() {
-    // A sentinel that (still) names the replica: the worker must not write to it.
+fn a_replica_is_never_written_to() {
+    // A sentinel that (still) names the replica as the master, and a --url that points at the
+    // replica: the worker must not use it (ROLE), and says why.
     let ha = Ha::start(1, true, 1);
     let mut con = con_at(ha.master_port).expect("master");
     let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     assert!(replicated(&mut con));
-    let log = ha.dir.join("worker.log");
-    let mut worker = spawn(
-        &["--sentinel".into(), ha.sentinel_list(), "--burst".into()],
-        &log,
-    );
-    let code = wait_exit(&mut worker, 60).expect("the worker exited");
-    let text = log_text(&log);
-    assert!(!code.success(), "{text}");
-    assert!(text.contains("which is a slave, not the master"), "{text}");
+    for (i, args) in [
+        vec!["--sentinel".to_string(), ha.sentinel_list()],
+        vec![
+            "--url".to_string(),
+            format!("redis://127.0.0.1:{}/0", ha.replica_port),
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let log = ha.dir.join(format!("worker{i}.log"));
+        let mut worker = spawn(&[args, vec!["--burst".into()]].concat(), &log);
+        let code = wait_exit(&mut worker, 60).expect("the worker exited");
+        let text = log_text(&log);
+        assert!(!code.success(), "{text}");
+        assert!(text.contains("ROLE says slave"), "{text}");
+    }
     assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
 }

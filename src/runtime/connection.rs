@@ -82,6 +82,30 @@ pub fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.code() == Some("UNBLOCKED")
 }
 
+/// Whether the server on `con` takes writes: `ROLE` must say master. A replica (a worker
+/// pointed at one, or a master demoted by a failover) is refused with a READONLY error, so that
+/// the reconnect loop backs off (and, with Sentinel, asks again) instead of spinning on READONLY
+/// replies. A server that does not answer ROLE (a proxy, an ACL without it) is trusted.
+pub fn check_master(con: &mut redis::Connection) -> redis::RedisResult<()> {
+    let reply: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query(con);
+    let role = match reply {
+        Ok(redis::Value::Array(items)) => items
+            .first()
+            .and_then(|f| redis::from_redis_value_ref::<String>(f).ok()),
+        Ok(_) => None,
+        Err(e) if is_connection_error(&e) => return Err(e),
+        Err(_) => None,
+    };
+    match role.as_deref() {
+        None | Some("master") => Ok(()),
+        Some(r) => Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "not a master",
+            format!("ROLE says {r}"),
+        ))),
+    }
+}
+
 /// A connection with read and write timeouts.
 fn open(
     info: redis::ConnectionInfo,
@@ -133,39 +157,40 @@ impl Connector {
         }
     }
 
-    /// Whether the connection still goes to a usable server: PING, and with Sentinel `ROLE`
-    /// (a demoted master answers PING but refuses writes).
+    /// Whether the connection still goes to a server that takes writes (see [`check_master`]).
     pub fn check(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        match &self.target {
-            Target::Direct(_) => redis::cmd("PING").query(con),
-            Target::Sentinel(_) => match sentinel::role(con)?.as_str() {
-                "master" => Ok(()),
-                r => Err(redis::RedisError::from((
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                    "no longer the master",
-                    r.to_string(),
-                ))),
-            },
-        }
+        check_master(con)
     }
 
     /// One connection whose reads give up after `read_timeout` (longer than any blocking command).
     pub fn connect(&self, read_timeout: Duration) -> Result<redis::Connection, ConnectError> {
         match &self.target {
-            Target::Direct(client) => {
-                open_client(client, read_timeout).map_err(|source| ConnectError::Unreachable {
+            Target::Direct(client) => open_client(client, read_timeout)
+                .and_then(|mut con| check_master(&mut con).map(|()| con))
+                .map_err(|source| ConnectError::Unreachable {
                     url: self.display_url.clone(),
                     source,
+                }),
+            Target::Sentinel(finder) => finder
+                .connect(|info| {
+                    let mut con = open(info, read_timeout)?;
+                    check_master(&mut con)?;
+                    Ok(con)
                 })
-            }
-            Target::Sentinel(finder) => {
-                finder
-                    .connect(|info| open(info, read_timeout))
-                    .map_err(|source| ConnectError::NoMaster {
-                        url: self.display_url.clone(),
-                        source,
-                    })
-            }
+                .map_err(|source| ConnectError::NoMaster {
+                    url: self.display_url.clone(),
+                    source,
+                }),
+        }
+    }
+
+    /// The longest wait between reconnect attempts: 30 s to one server; 2 s with Sentinel, where
+    /// an attempt is a cheap question to the sentinels and the new master should be found soon
+    /// after a failover.
+    fn max_backoff(&self) -> Duration {
+        match self.target {
+            Target::Direct(_) => Duration::from_secs(30),
+            Target::Sentinel(_) => Duration::from_secs(2),
         }
     }
 
@@ -211,7 +236,7 @@ impl Connector {
             if shutdown.sleep(delay, give_up_at) >= give_up_at {
                 return Err(ConnectError::Stopped);
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
+            delay = (delay * 2).min(self.max_backoff());
         }
     }
 

@@ -278,21 +278,6 @@ pub struct NoMaster {
     pub unknown_name: bool,
 }
 
-/// A server's role from `ROLE` (`master`, `slave`, `sentinel`).
-pub fn role(con: &mut redis::Connection) -> redis::RedisResult<String> {
-    let reply: redis::Value = redis::cmd("ROLE").query(con)?;
-    if let redis::Value::Array(items) = &reply
-        && let Some(first) = items.first()
-        && let Ok(r) = redis::from_redis_value_ref::<String>(first)
-    {
-        return Ok(r);
-    }
-    Err(redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected ROLE reply",
-    )))
-}
-
 impl MasterFinder {
     pub fn new(config: SentinelConfig) -> Self {
         MasterFinder {
@@ -326,8 +311,9 @@ impl MasterFinder {
         }
     }
 
-    /// Connect to the master the sentinels name, checked with `ROLE`. `open` connects to the
-    /// given settings with the caller's timeouts.
+    /// Connect to the master the sentinels name. `open` connects to the given settings with the
+    /// caller's timeouts and checks that the server is a master (`ROLE`); a server it refuses is
+    /// not tried again through another sentinel in the same round.
     pub fn connect(
         &self,
         open: impl Fn(ConnectionInfo) -> redis::RedisResult<redis::Connection>,
@@ -359,19 +345,12 @@ impl MasterFinder {
                 continue;
             }
             let (mh, mp) = (&master.0, master.1);
-            let result = open(self.config.master_info(mh, mp)).and_then(|mut con| {
-                let r = role(&mut con);
-                r.map(|r| (con, r))
-            });
-            match result {
-                Ok((con, r)) if r == "master" => {
+            match open(self.config.master_info(mh, mp)) {
+                Ok(con) => {
                     self.first.store(idx, Ordering::Relaxed);
                     self.note_master(&format!("{mh}:{mp}"));
                     return Ok(con);
                 }
-                Ok((_, r)) => tried.push(format!(
-                    "sentinel {host}:{port} names {mh}:{mp}, which is a {r}, not the master"
-                )),
                 Err(e) => tried.push(format!("sentinel {host}:{port} names {mh}:{mp}: {e}")),
             }
             failed_masters.push(master);
