@@ -2,7 +2,8 @@
 //! `redis-sentinel`s (`redis-server --sentinel`). The master is killed mid-run; the worker must
 //! follow the new master without a restart, and every job acknowledged before the failover
 //! (enqueued and confirmed by the replica with WAIT) must end in exactly one terminal state.
-//! Also the URL form, a wrong master name and a sentinel that names a replica.
+//! Also a failover that demotes a live master, the URL form with passwords, a wrong master name
+//! and a sentinel that names a replica.
 
 mod common;
 
@@ -37,26 +38,62 @@ fn redis_server(port: u16, dir: &Path, extra: &[String]) -> Child {
         .expect("redis-server must be installed for the integration tests")
 }
 
-fn con_at(port: u16) -> Option<redis::Connection> {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).ok()?;
+fn con_at(port: u16, password: Option<&str>) -> Option<redis::Connection> {
+    use redis::IntoConnectionInfo;
+    let mut settings = redis::RedisConnectionInfo::default();
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    let info = redis::ConnectionAddr::Tcp("127.0.0.1".into(), port)
+        .into_connection_info()
+        .ok()?
+        .set_redis_settings(settings);
+    let c = redis::Client::open(info).ok()?;
     let con = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
     con.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     Some(con)
 }
 
-fn role(port: u16) -> Option<String> {
-    let mut c = con_at(port)?;
-    let v: redis::Value = redis::cmd("ROLE").query(&mut c).ok()?;
-    match v {
-        redis::Value::Array(items) => items
-            .first()
-            .and_then(|f| redis::from_redis_value_ref::<String>(f).ok()),
-        _ => None,
+/// How to set up a test's Redis servers and sentinels.
+#[derive(Clone, Copy)]
+struct Spec {
+    sentinels: usize,
+    quorum: usize,
+    /// The sentinels name the replica's address as the master's.
+    watch_replica: bool,
+    /// `requirepass` of the master and the replica (also their `masterauth`).
+    master_password: Option<&'static str>,
+    /// `requirepass` of the sentinels.
+    sentinel_password: Option<&'static str>,
+}
+
+impl Spec {
+    /// redis-server arguments: passwords, and `replicaof` for the replica.
+    fn server_args(&self, replica_of: Option<u16>) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(pw) = self.master_password {
+            args.extend(["--requirepass", pw, "--masterauth", pw].map(String::from));
+        }
+        if let Some(port) = replica_of {
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+        }
+        args
+    }
+
+    fn new(sentinels: usize, quorum: usize) -> Spec {
+        Spec {
+            sentinels,
+            quorum,
+            watch_replica: false,
+            master_password: None,
+            sentinel_password: None,
+        }
     }
 }
 
-/// A master, a replica and `n` sentinels watching `watched` (the master's port, or another's).
+/// A master, a replica and sentinels watching the master (or, with `watch_replica`, the replica).
 struct Ha {
+    spec: Spec,
     dir: PathBuf,
     master_port: u16,
     replica_port: u16,
@@ -67,49 +104,49 @@ struct Ha {
 }
 
 impl Ha {
-    fn start(n: usize, watch_replica: bool, quorum: usize) -> Ha {
+    fn start(spec: Spec) -> Ha {
         let master_port = free_port();
         let replica_port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "rqw-test-sentinel-{master_port}-{}",
             std::process::id()
         ));
-        let master = redis_server(master_port, &dir.join("master"), &[]);
+        let master = redis_server(master_port, &dir.join("master"), &spec.server_args(None));
         let replica = redis_server(
             replica_port,
             &dir.join("replica"),
-            &[
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ],
+            &spec.server_args(Some(master_port)),
         );
-        let watched = if watch_replica {
+        let watched = if spec.watch_replica {
             replica_port
         } else {
             master_port
         };
         let mut sentinel_ports = Vec::new();
         let mut sentinels = Vec::new();
-        for i in 0..n {
+        for i in 0..spec.sentinels {
             let port = free_port();
             let sdir = dir.join(format!("sentinel{i}"));
             std::fs::create_dir_all(&sdir).expect("sentinel dir");
             let conf = sdir.join("sentinel.conf");
-            // Down after 1 s, a failover in a few seconds (the defaults take minutes).
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {watched} {quorum}\n\
-                     sentinel down-after-milliseconds {MASTER} {}\n\
-                     sentinel failover-timeout {MASTER} 4000\n\
-                     sentinel parallel-syncs {MASTER} 1\n",
-                    sdir.display(),
-                    if watch_replica { 60_000 } else { 1000 },
-                ),
-            )
-            .expect("sentinel.conf");
+            let mut text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {watched} {}\n\
+                 sentinel down-after-milliseconds {MASTER} {}\n\
+                 sentinel failover-timeout {MASTER} 4000\n\
+                 sentinel parallel-syncs {MASTER} 1\n",
+                sdir.display(),
+                spec.quorum,
+                // Down after 1 s, a failover in a few seconds (the defaults take minutes).
+                if spec.watch_replica { 60_000 } else { 1000 },
+            );
+            if let Some(pw) = spec.master_password {
+                text += &format!("sentinel auth-pass {MASTER} {pw}\n");
+            }
+            if let Some(pw) = spec.sentinel_password {
+                text += &format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n");
+            }
+            std::fs::write(&conf, text).expect("sentinel.conf");
             sentinels.push(
                 Command::new("redis-server")
                     .arg(&conf)
@@ -122,6 +159,7 @@ impl Ha {
             sentinel_ports.push(port);
         }
         let ha = Ha {
+            spec,
             dir,
             master_port,
             replica_port,
@@ -131,8 +169,8 @@ impl Ha {
             sentinels,
         };
         assert!(
-            wait_for(20, || role(master_port).as_deref() == Some("master")
-                && con_at(replica_port).is_some_and(|mut c| {
+            wait_for(20, || ha.role(master_port).as_deref() == Some("master")
+                && ha.server(replica_port).is_some_and(|mut c| {
                     let info: String = redis::cmd("INFO")
                         .arg("replication")
                         .query(&mut c)
@@ -144,13 +182,37 @@ impl Ha {
         ha
     }
 
+    /// A connection to the master or the replica (with their password).
+    fn server(&self, port: u16) -> Option<redis::Connection> {
+        con_at(port, self.spec.master_password)
+    }
+
+    /// A connection to a sentinel (with its password).
+    fn sentinel(&self, port: u16) -> Option<redis::Connection> {
+        con_at(port, self.spec.sentinel_password)
+    }
+
+    /// What ROLE says of the server on `port`.
+    fn role(&self, port: u16) -> Option<String> {
+        let mut c = self.server(port)?;
+        let v: redis::Value = redis::cmd("ROLE").query(&mut c).ok()?;
+        match v {
+            redis::Value::Array(items) => items
+                .first()
+                .and_then(|f| redis::from_redis_value_ref::<String>(f).ok()),
+            _ => None,
+        }
+    }
+
     /// Wait until every sentinel knows the replica and the other sentinels (needed to agree on a
     /// failover).
     fn wait_sentinels_ready(&self) {
         let others = self.sentinel_ports.len() - 1;
         let ready = wait_for(30, || {
             self.sentinel_ports.iter().all(|&p| {
-                let Some(mut c) = con_at(p) else { return false };
+                let Some(mut c) = self.sentinel(p) else {
+                    return false;
+                };
                 let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
                     .arg("replicas")
                     .arg(MASTER)
@@ -181,7 +243,7 @@ impl Ha {
     /// The master's port as the first sentinel that answers names it.
     fn named_master(&self) -> Option<u16> {
         self.sentinel_ports.iter().find_map(|&p| {
-            let mut c = con_at(p)?;
+            let mut c = self.sentinel(p)?;
             let r: Option<(String, u16)> = redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(MASTER)
@@ -196,8 +258,8 @@ impl Ha {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(p) = self.named_master()
-                && role(p).as_deref() == Some("master")
-                && let Some(c) = con_at(p)
+                && self.role(p).as_deref() == Some("master")
+                && let Some(c) = self.server(p)
             {
                 return c;
             }
@@ -214,7 +276,11 @@ impl Ha {
     /// The old master back on its port, empty (no persistence) and claiming to be a master
     /// until the sentinels make it a replica of the new one.
     fn restart_old_master(&mut self) {
-        self.master = redis_server(self.master_port, &self.dir.join("master"), &[]);
+        self.master = redis_server(
+            self.master_port,
+            &self.dir.join("master"),
+            &self.spec.server_args(None),
+        );
     }
 }
 
@@ -436,7 +502,7 @@ fn check_every_job_ended_once(
 
 #[test]
 fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
-    let mut ha = Ha::start(3, false, 2);
+    let mut ha = Ha::start(Spec::new(3, 2));
     ha.wait_sentinels_ready();
     let log = ha.dir.join("worker.log");
     // --url names no server here (port 1): with --sentinel only its db/password/TLS are used.
@@ -499,7 +565,7 @@ fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
         wait_for(60, || replicated(&mut con)),
         "the old master became a replica of the new one"
     );
-    assert_eq!(role(old_master).as_deref(), Some("slave"));
+    assert_eq!(ha.role(old_master).as_deref(), Some("slave"));
     let n_acknowledged = expected.len();
     expected.extend(after);
 
@@ -529,7 +595,7 @@ fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
 fn a_worker_follows_a_manual_failover_that_demotes_a_live_master() {
     // SENTINEL FAILOVER: the old master stays up and is turned into a replica under the worker's
     // connections (they are killed, a blocked BLMOVE is UNBLOCKED, writes get READONLY).
-    let ha = Ha::start(3, false, 2);
+    let ha = Ha::start(Spec::new(3, 2));
     ha.wait_sentinels_ready();
     let log = ha.dir.join("worker.log");
     let mut worker = start_worker(
@@ -549,7 +615,7 @@ fn a_worker_follows_a_manual_failover_that_demotes_a_live_master() {
         .all(|(id, _)| is_terminal(&mut con, id))));
     assert!(replicated(&mut con));
     let old_master = ha.master_port;
-    let mut s = con_at(ha.sentinel_ports[0]).expect("sentinel");
+    let mut s = ha.sentinel(ha.sentinel_ports[0]).expect("sentinel");
     let _: () = redis::cmd("SENTINEL")
         .arg("failover")
         .arg(MASTER)
@@ -558,7 +624,7 @@ fn a_worker_follows_a_manual_failover_that_demotes_a_live_master() {
     let switched = Instant::now();
     assert!(
         wait_for(60, || ha.named_master() == Some(ha.replica_port)
-            && role(old_master).as_deref() == Some("slave")),
+            && ha.role(old_master).as_deref() == Some("slave")),
         "the replica was promoted and the old master demoted"
     );
     let mut con = ha.master_con();
@@ -584,8 +650,13 @@ fn a_worker_follows_a_manual_failover_that_demotes_a_live_master() {
 }
 
 #[test]
-fn the_url_form_skips_an_unreachable_sentinel() {
-    let ha = Ha::start(2, false, 1);
+fn the_url_form_with_passwords_skips_an_unreachable_sentinel() {
+    // The master's password is in the URL (percent-encoded), the sentinels' is its own option.
+    let ha = Ha::start(Spec {
+        master_password: Some("m/pw%"),
+        sentinel_password: Some("s-secret"),
+        ..Spec::new(2, 1)
+    });
     let mut con = ha.master_con();
     let id = enqueue(
         &mut con,
@@ -594,26 +665,33 @@ fn the_url_form_skips_an_unreachable_sentinel() {
         vec![PyValue::Int(2), PyValue::Int(3)],
     );
     let dead = free_port();
-    let log = ha.dir.join("worker.log");
-    let mut worker = spawn(
-        &[
-            "--url".into(),
-            format!(
-                "redis+sentinel://127.0.0.1:{dead},{}/{MASTER}/0",
-                ha.sentinel_list()
-            ),
-            "--burst".into(),
-        ],
-        &log,
+    let url = format!(
+        "redis+sentinel://:m%2Fpw%25@127.0.0.1:{dead},{}/{MASTER}/0",
+        ha.sentinel_list()
     );
-    let code = wait_exit(&mut worker, 60).expect("the burst worker exited");
-    assert!(code.success(), "{}", log_text(&log));
+    let log = ha.dir.join("worker.log");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--url".to_string(), url.clone(), "--burst".into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut worker = spawn(&args, &log);
+        let code = wait_exit(&mut worker, 60).expect("the burst worker exited");
+        (code.success(), log_text(&log))
+    };
+    let (ok, text) = run(&[]);
+    assert!(
+        !ok,
+        "the sentinels refuse a worker without their password: {text}"
+    );
+    assert!(text.contains("NOAUTH"), "{text}");
+    assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
+    let (ok, text) = run(&["--sentinel-password", "s-secret"]);
+    assert!(ok, "{text}");
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
 }
 
 #[test]
 fn a_wrong_master_name_is_a_readable_error() {
-    let ha = Ha::start(1, false, 1);
+    let ha = Ha::start(Spec::new(1, 1));
     let log = ha.dir.join("worker.log");
     let mut worker = spawn(
         &[
@@ -638,8 +716,11 @@ fn a_wrong_master_name_is_a_readable_error() {
 fn a_replica_is_never_written_to() {
     // A sentinel that (still) names the replica as the master, and a --url that points at the
     // replica: the worker must not use it (ROLE), and says why.
-    let ha = Ha::start(1, true, 1);
-    let mut con = con_at(ha.master_port).expect("master");
+    let ha = Ha::start(Spec {
+        watch_replica: true,
+        ..Spec::new(1, 1)
+    });
+    let mut con = ha.server(ha.master_port).expect("master");
     let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     assert!(replicated(&mut con));
     for (i, args) in [
