@@ -129,16 +129,16 @@ impl Ha {
             let sdir = dir.join(format!("sentinel{i}"));
             std::fs::create_dir_all(&sdir).expect("sentinel dir");
             let conf = sdir.join("sentinel.conf");
+            let d = sdir.display();
+            let quorum = spec.quorum;
+            // Down after 1 s, a failover in a few seconds (the defaults take minutes).
+            let down = if spec.watch_replica { 60_000 } else { 1000 };
             let mut text = format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor {MASTER} 127.0.0.1 {watched} {}\n\
-                 sentinel down-after-milliseconds {MASTER} {}\n\
+                "port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {watched} {quorum}\n\
+                 sentinel down-after-milliseconds {MASTER} {down}\n\
                  sentinel failover-timeout {MASTER} 4000\n\
-                 sentinel parallel-syncs {MASTER} 1\n",
-                sdir.display(),
-                spec.quorum,
-                // Down after 1 s, a failover in a few seconds (the defaults take minutes).
-                if spec.watch_replica { 60_000 } else { 1000 },
+                 sentinel parallel-syncs {MASTER} 1\n"
             );
             if let Some(pw) = spec.master_password {
                 text += &format!("sentinel auth-pass {MASTER} {pw}\n");
@@ -190,6 +190,14 @@ impl Ha {
     /// A connection to a sentinel (with its password).
     fn sentinel(&self, port: u16) -> Option<redis::Connection> {
         con_at(port, self.spec.sentinel_password)
+    }
+
+    /// The sentinels' logs, for a failure message.
+    fn sentinel_logs(&self) -> String {
+        (0..self.sentinel_ports.len())
+            .map(|i| log_text(&self.dir.join(format!("sentinel{i}/sentinel.log"))))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     }
 
     /// What ROLE says of the server on `port`.
@@ -562,10 +570,11 @@ fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
     let after = run_after_failover(&mut con, 5, &log);
     let followed_after = killed.elapsed();
     assert!(
-        wait_for(60, || replicated(&mut con)),
-        "the old master became a replica of the new one"
+        wait_for(120, || ha.role(old_master).as_deref() == Some("slave")
+            && replicated(&mut con)),
+        "the sentinels made the old master a replica of the new one:\n{}",
+        ha.sentinel_logs()
     );
-    assert_eq!(ha.role(old_master).as_deref(), Some("slave"));
     let n_acknowledged = expected.len();
     expected.extend(after);
 
@@ -623,9 +632,10 @@ fn a_worker_follows_a_manual_failover_that_demotes_a_live_master() {
         .expect("SENTINEL FAILOVER");
     let switched = Instant::now();
     assert!(
-        wait_for(60, || ha.named_master() == Some(ha.replica_port)
+        wait_for(120, || ha.named_master() == Some(ha.replica_port)
             && ha.role(old_master).as_deref() == Some("slave")),
-        "the replica was promoted and the old master demoted"
+        "the replica was promoted and the old master demoted:\n{}",
+        ha.sentinel_logs()
     );
     let mut con = ha.master_con();
     expected.extend(run_after_failover(&mut con, 5, &log));

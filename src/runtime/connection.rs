@@ -157,11 +157,6 @@ impl Connector {
         }
     }
 
-    /// Whether the connection still goes to a server that takes writes (see [`check_master`]).
-    pub fn check(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        check_master(con)
-    }
-
     /// One connection whose reads give up after `read_timeout` (longer than any blocking command).
     pub fn connect(&self, read_timeout: Duration) -> Result<redis::Connection, ConnectError> {
         match &self.target {
@@ -275,14 +270,17 @@ impl r2d2::ManageConnection for PooledManager {
                 }
                 e @ (ConnectError::BadSentinel(_)
                 | ConnectError::NoMaster { .. }
-                | ConnectError::Stopped) => {
-                    redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
-                }
+                | ConnectError::Stopped) => redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no connection",
+                    format!("{e}: {}", source_text(&e)),
+                )),
             })
     }
 
+    /// A pooled connection must still reach a master: a demoted one answers PING but not writes.
     fn is_valid(&self, con: &mut redis::Connection) -> Result<(), redis::RedisError> {
-        self.connector.check(con)
+        check_master(con)
     }
 
     fn has_broken(&self, con: &mut redis::Connection) -> bool {
