@@ -212,7 +212,7 @@ impl SentinelConfig {
         )
     }
 
-    fn sentinel_info(&self, host: &str, port: u16) -> ConnectionInfo {
+    fn sentinel_info(&self, host: &str, port: u16) -> redis::RedisResult<ConnectionInfo> {
         let addr = if self.sentinel_tls {
             ConnectionAddr::TcpTls {
                 host: host.to_string(),
@@ -231,9 +231,7 @@ impl SentinelConfig {
             redis = redis.set_password(p);
         }
         // A sentinel has no database to SELECT; only the handshake settings matter.
-        addr.into_connection_info()
-            .map(|i| i.set_redis_settings(redis))
-            .unwrap_or_else(|_| self.master.clone())
+        Ok(addr.into_connection_info()?.set_redis_settings(redis))
     }
 
     /// The master's connection settings at `host:port` (TLS as configured).
@@ -290,7 +288,7 @@ impl MasterFinder {
     /// One sentinel's answer to `SENTINEL get-master-addr-by-name`: `None` if it does not know
     /// the name.
     fn ask(&self, host: &str, port: u16) -> redis::RedisResult<Option<(String, u16)>> {
-        let client = redis::Client::open(self.config.sentinel_info(host, port))?;
+        let client = redis::Client::open(self.config.sentinel_info(host, port)?)?;
         let mut con = client.get_connection_with_timeout(SENTINEL_TIMEOUT)?;
         con.set_read_timeout(Some(SENTINEL_TIMEOUT))?;
         con.set_write_timeout(Some(SENTINEL_TIMEOUT))?;
@@ -342,6 +340,10 @@ impl MasterFinder {
                 }
             };
             if failed_masters.contains(&master) {
+                tried.push(format!(
+                    "sentinel {host}:{port} names {}:{} too",
+                    master.0, master.1
+                ));
                 continue;
             }
             let (mh, mp) = (&master.0, master.1);
