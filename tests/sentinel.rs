@@ -752,3 +752,82 @@ fn a_replica_is_never_written_to() {
     }
     assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
 }
+
+#[test]
+fn readonly_and_unblocked_replies_are_a_lost_connection_not_a_job_failure() {
+    // No sentinel: the one server is turned into a replica (of nothing, so it keeps its data)
+    // under a busy worker and back. The running job's outcome meets READONLY, the idle slot's
+    // BLMOVE is UNBLOCKED, reconnects meet ROLE slave; all of it must wait, not fail the job.
+    let redis = common::TestRedis::start();
+    let mut con = redis.con();
+    let id = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.sleep",
+        vec![PyValue::Float(1.5)],
+    );
+    let log = std::env::temp_dir().join(format!("rqw-test-readonly-{}.log", redis.port));
+    let mut worker = spawn(
+        &[
+            "--url".into(),
+            redis.url(),
+            "--concurrency".into(),
+            "2".into(),
+        ],
+        &log,
+    );
+    assert!(wait_for(30, || status(&mut con, &id).as_deref() == Some("started")));
+    let nowhere = free_port();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(nowhere)
+        .query(&mut con)
+        .expect("REPLICAOF");
+    // The job ends while the server refuses writes; give the worker time to meet the refusal.
+    assert!(
+        wait_for(30, || {
+            let text = log_text(&log);
+            text.contains("ROLE says slave") && text.contains("cannot record outcome")
+        }),
+        "{}",
+        log_text(&log)
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut con)
+        .expect("REPLICAOF NO ONE");
+    assert!(
+        wait_for(60, || status(&mut con, &id).as_deref() == Some("finished")),
+        "{}",
+        log_text(&log)
+    );
+    let results: i64 = con.xlen(format!("rq:results:{id}")).unwrap();
+    assert_eq!(results, 1, "recorded once");
+    let next = enqueue(
+        &mut con,
+        "default",
+        "rq_worker.diag.add",
+        vec![PyValue::Int(1), PyValue::Int(2)],
+    );
+    assert!(
+        wait_for(60, || status(&mut con, &next).as_deref()
+            == Some("finished")),
+        "{}",
+        log_text(&log)
+    );
+    let text = log_text(&log);
+    assert!(
+        worker.try_wait().expect("try_wait").is_none(),
+        "the worker kept running: {text}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = std::fs::remove_file(&log);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        eprintln!("worker log: {line}");
+    }
+}
