@@ -131,8 +131,9 @@ impl Ha {
             let conf = sdir.join("sentinel.conf");
             let d = sdir.display();
             let quorum = spec.quorum;
-            // Down after 1 s, a failover in a few seconds (the defaults take minutes).
-            let down = if spec.watch_replica { 60_000 } else { 1000 };
+            // Down after 2 s, a failover in a few seconds (the defaults take minutes); not less, so
+            // that a loaded test machine does not fail over before the test kills the master.
+            let down = if spec.watch_replica { 60_000 } else { 2000 };
             let mut text = format!(
                 "port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {d}/sentinel.log\n\
                  sentinel monitor {MASTER} 127.0.0.1 {watched} {quorum}\n\
@@ -178,6 +179,14 @@ impl Ha {
                     info.contains("master_link_status:up")
                 })),
             "master and replica did not come up"
+        );
+        assert!(
+            wait_for(20, || ha.sentinel_ports.iter().all(|&p| ha
+                .sentinel(p)
+                .is_some_and(|mut c| redis::cmd("PING")
+                    .query::<String>(&mut c)
+                    .is_ok()))),
+            "the sentinels did not come up"
         );
         ha
     }
@@ -550,6 +559,7 @@ fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
         .count();
     ha.kill_master();
     let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
     drop(con);
 
     // The sentinels elect the replica; the old master comes back and is demoted by them.
@@ -591,11 +601,19 @@ fn a_worker_follows_a_failover_and_keeps_every_acknowledged_job() {
     {
         eprintln!("worker log: {line}");
     }
+    // When the worker first reached the new master, from its log line's timestamp.
+    let found_new_master = text
+        .lines()
+        .find(|l| l.contains("following the failover"))
+        .and_then(|l| l.get(1..25))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (t.with_timezone(&chrono::Utc) - killed_at).num_milliseconds());
     eprintln!(
         "measured: {} acknowledged jobs, {done_at_kill} done when the master was killed; the \
-         sentinels named the new master {failover_took:?} after the kill; the worker had finished \
-         the post-failover jobs {followed_after:?} after it; {abandoned} failed as abandoned; \
-         {recorded_twice} with more than one result",
+         sentinels named the new master {failover_took:?} after the kill; the worker reached it \
+         {found_new_master:?} ms after the kill and had finished the post-failover jobs \
+         {followed_after:?} after it; {abandoned} failed as abandoned; {recorded_twice} with more \
+         than one result",
         n_acknowledged
     );
 }

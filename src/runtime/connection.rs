@@ -179,13 +179,13 @@ impl Connector {
         }
     }
 
-    /// The longest wait between reconnect attempts: 30 s to one server; 2 s with Sentinel, where
-    /// an attempt is a cheap question to the sentinels and the new master should be found soon
-    /// after a failover.
-    fn max_backoff(&self) -> Duration {
+    /// The longest wait between reconnect attempts, for a retry loop whose own cap is `cap`:
+    /// that cap to one server; at most 2 s with Sentinel, where an attempt is a cheap question to
+    /// the sentinels and the new master should be found soon after a failover.
+    pub fn backoff_cap(&self, cap: Duration) -> Duration {
         match self.target {
-            Target::Direct(_) => Duration::from_secs(30),
-            Target::Sentinel(_) => Duration::from_secs(2),
+            Target::Direct(_) => cap,
+            Target::Sentinel(_) => cap.min(Duration::from_secs(2)),
         }
     }
 
@@ -231,7 +231,7 @@ impl Connector {
             if shutdown.sleep(delay, give_up_at) >= give_up_at {
                 return Err(ConnectError::Stopped);
             }
-            delay = (delay * 2).min(self.max_backoff());
+            delay = (delay * 2).min(self.backoff_cap(Duration::from_secs(30)));
         }
     }
 
