@@ -329,9 +329,32 @@ enum Expect {
     Fails(String),
 }
 
+/// A worker process that is killed when the test ends, passed or not.
+struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start rq-worker with `args` only (no setting from the environment), its log in `log`.
-fn spawn(args: &[String], log: &Path) -> Child {
-    Command::new(bin())
+fn spawn(args: &[String], log: &Path) -> Worker {
+    let child = Command::new(bin())
         .args(args)
         .env_remove("QUEUE_NAME")
         .env_remove("WORKER_COUNT")
@@ -345,7 +368,8 @@ fn spawn(args: &[String], log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
-        .expect("start rq-worker")
+        .expect("start rq-worker");
+    Worker(child)
 }
 
 /// Wait for a child to exit on its own, at most `secs`.
@@ -367,7 +391,7 @@ fn log_text(path: &Path) -> String {
 }
 
 /// The long-running worker of the failover tests: two job threads, a maintenance pass every 5 s.
-fn start_worker(connection: &[String], log: &Path) -> Child {
+fn start_worker(connection: &[String], log: &Path) -> Worker {
     let rest = ["--concurrency", "2", "--maintenance-interval", "5"].map(String::from);
     spawn(&[connection, &rest].concat(), log)
 }
