@@ -8,69 +8,13 @@ use std::collections::HashMap;
 
 use std::process::Stdio;
 
-use common::{TestRedis, burst, spawn_worker, wait_for};
+use common::{
+    TestRedis, burst, enqueue, exc_last_line, latest_result, spawn_worker, status, wait_for,
+};
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
-use rq_worker::rq::enqueue::{self, Enqueue};
 use rq_worker::rq::keys::Keys;
 use rq_worker::rq::value::PyValue;
-
-fn enqueue(con: &mut redis::Connection, queue: &str, func: &str, args: Vec<PyValue>) -> String {
-    enqueue::enqueue(
-        con,
-        &Keys::new("rq"),
-        Enqueue {
-            queue,
-            func_name: func,
-            args,
-            kwargs: vec![],
-            timeout: None,
-            result_ttl: None,
-            failure_ttl: None,
-            serializer: Serializer::Pickle,
-        },
-    )
-    .expect("enqueue")
-}
-
-fn status(con: &mut redis::Connection, id: &str) -> Option<String> {
-    con.hget(format!("rq:job:{id}"), "status").expect("hget")
-}
-
-/// The newest results-stream entry as field → value.
-fn latest_result(con: &mut redis::Connection, id: &str) -> HashMap<String, String> {
-    let reply: redis::Value = redis::cmd("XREVRANGE")
-        .arg(format!("rq:results:{id}"))
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query(con)
-        .expect("xrevrange");
-    let mut out = HashMap::new();
-    if let redis::Value::Array(entries) = reply {
-        if let Some(redis::Value::Array(entry)) = entries.first() {
-            if let Some(redis::Value::Array(fields)) = entry.get(1) {
-                for pair in fields.chunks(2) {
-                    if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
-                        out.insert(
-                            String::from_utf8_lossy(k).into(),
-                            String::from_utf8_lossy(v).into(),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn exc_last_line(con: &mut redis::Connection, id: &str) -> String {
-    let r = latest_result(con, id);
-    let text = codec::decode_exc_string(r.get("exc_string").map(String::as_str).unwrap_or(""))
-        .unwrap_or_default();
-    text.lines().last().unwrap_or_default().to_string()
-}
 
 #[test]
 fn success_writes_rq_state() {

@@ -146,8 +146,10 @@ pub struct WorkerConfig {
     )]
     pub queue_name_env: Option<String>,
 
-    /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N
-    /// [default: REDIS_URL, else rq's RQ_REDIS_URL, else redis://localhost:6379/0].
+    /// Redis URL: redis://[:password@]host:port/db, rediss:// (TLS) or unix:///path?db=N, or
+    /// Sentinel: redis+sentinel://[:password@]host:port[,host:port...]/master_name[/db]
+    /// (rediss+sentinel:// for TLS) [default: REDIS_URL, else rq's RQ_REDIS_URL, else
+    /// redis://localhost:6379/0].
     #[arg(
         short = 'u',
         long = "url",
@@ -254,7 +256,47 @@ pub struct WorkerConfig {
     pub test_faults: Option<String>,
 
     #[command(flatten)]
+    pub sentinel: SentinelOptions,
+
+    #[command(flatten)]
     pub python_only: PythonOnlyOptions,
+}
+
+/// Redis Sentinel (RQ's `SENTINEL` settings): the master is asked of the sentinels at every
+/// (re)connect, so the worker follows a failover without a restart. The other way to say the
+/// same is a `redis+sentinel://` `--url`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Redis Sentinel")]
+pub struct SentinelOptions {
+    /// Sentinel addresses (RQ's INSTANCES), host:port comma-separated (port default 26379).
+    /// The master's password, user, db and TLS (rediss://) are then taken from --url, whose host
+    /// and port are not used.
+    #[arg(long, env = "RQ_WORKER_SENTINEL", value_name = "HOST:PORT,...")]
+    pub sentinel: Option<String>,
+    /// The master's service name in the sentinels (RQ's MASTER_NAME); a redis+sentinel:// URL
+    /// names it in its path instead.
+    #[arg(
+        long,
+        env = "RQ_WORKER_SENTINEL_MASTER",
+        value_name = "NAME",
+        default_value = "mymaster"
+    )]
+    pub sentinel_master: String,
+    /// Password of the sentinels themselves (their requirepass; RQ's SENTINEL_KWARGS), not the
+    /// master's.
+    #[arg(
+        long,
+        env = "RQ_WORKER_SENTINEL_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub sentinel_password: Option<String>,
+    /// ACL user of the sentinels, with --sentinel-password.
+    #[arg(long, env = "RQ_WORKER_SENTINEL_USERNAME", value_name = "USER")]
+    pub sentinel_username: Option<String>,
+    /// Connect to the sentinels over TLS (always on with rediss+sentinel://).
+    #[arg(long, env = "RQ_WORKER_SENTINEL_TLS")]
+    pub sentinel_tls: bool,
 }
 
 /// Options of Python's `rq worker` that only mean something to a Python process. They are

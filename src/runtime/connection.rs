@@ -1,20 +1,32 @@
 //! Redis connections for the worker threads: opening them with timeouts, telling a lost
 //! connection from a bad reply, and reconnecting with capped exponential backoff so an outage
 //! stalls the worker instead of killing it. Also the small r2d2 pool the job hooks share.
+//!
+//! Every connection the process opens comes from a [`Connector`]: to one Redis URL, or, with
+//! Sentinel, to whichever server the sentinels name as master at that (re)connect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
 
+use crate::config::SentinelOptions;
 use crate::ops::health::Beacon;
+use crate::runtime::sentinel::{self, MasterFinder, SentinelArgs, SentinelConfig};
 use crate::runtime::shutdown::{Phase, Shutdown};
 
-/// Opens connections to one Redis URL.
+/// Opens connections to one Redis URL, or to the master the sentinels name.
 #[derive(Clone)]
 pub struct Connector {
-    client: redis::Client,
+    target: Target,
     /// Printable URL with the password masked.
     pub display_url: String,
+}
+
+#[derive(Clone)]
+enum Target {
+    Direct(Box<redis::Client>),
+    Sentinel(Arc<MasterFinder>),
 }
 
 /// Why Redis could not be used.
@@ -32,6 +44,14 @@ pub enum ConnectError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("invalid Redis Sentinel settings: {0}")]
+    BadSentinel(String),
+    #[error("cannot reach the Redis master through the sentinels at {url}")]
+    NoMaster {
+        url: String,
+        #[source]
+        source: sentinel::NoMaster,
+    },
     #[error("stopped while waiting for Redis")]
     Stopped,
 }
@@ -44,8 +64,65 @@ fn mask(url: &str) -> String {
 }
 
 /// Is this error a lost or unusable connection (as opposed to a reply we did not like)?
+///
+/// A server that is no longer the master counts as lost: `READONLY` (a write reached a replica,
+/// e.g. a demoted master), `MASTERDOWN` (a replica that lost its master), `UNBLOCKED` (a blocking
+/// command cut short because the server changed role). None of them ran the command; the caller
+/// reconnects, which with Sentinel finds the new master.
 pub fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+        || e.code() == Some("UNBLOCKED")
+}
+
+/// Whether the server on `con` takes writes: `ROLE` must say master. A replica (a worker
+/// pointed at one, or a master demoted by a failover) is refused with a READONLY error, so that
+/// the reconnect loop backs off (and, with Sentinel, asks again) instead of spinning on READONLY
+/// replies. A server that does not answer ROLE (a proxy, an ACL without it) is trusted.
+pub fn check_master(con: &mut redis::Connection) -> redis::RedisResult<()> {
+    let reply: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query(con);
+    let role = match reply {
+        Ok(redis::Value::Array(items)) => items
+            .first()
+            .and_then(|f| redis::from_redis_value_ref::<String>(f).ok()),
+        Ok(_) => None,
+        Err(e) if is_connection_error(&e) => return Err(e),
+        Err(_) => None,
+    };
+    match role.as_deref() {
+        None | Some("master") => Ok(()),
+        Some(r) => Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "not a master",
+            format!("ROLE says {r}"),
+        ))),
+    }
+}
+
+/// A connection with read and write timeouts.
+fn open(
+    info: redis::ConnectionInfo,
+    read_timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(info)?;
+    open_client(&client, read_timeout)
+}
+
+fn open_client(
+    client: &redis::Client,
+    read_timeout: Duration,
+) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(Duration::from_secs(10))?;
+    con.set_read_timeout(Some(read_timeout))?;
+    con.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(con)
 }
 
 impl Connector {
@@ -55,26 +132,61 @@ impl Connector {
             source,
         })?;
         Ok(Connector {
-            client,
+            target: Target::Direct(Box::new(client)),
             display_url: mask(url),
         })
     }
 
+    /// From `--url` and the Sentinel options: Sentinel when `--sentinel` or a
+    /// `redis+sentinel://` URL is given, else the URL itself.
+    pub fn configure(url: &str, opts: &SentinelOptions) -> Result<Self, ConnectError> {
+        let args = SentinelArgs {
+            url,
+            sentinel: opts.sentinel.as_deref(),
+            master_name: &opts.sentinel_master,
+            username: opts.sentinel_username.as_deref(),
+            password: opts.sentinel_password.as_deref(),
+            tls: opts.sentinel_tls,
+        };
+        match SentinelConfig::from_args(&args).map_err(ConnectError::BadSentinel)? {
+            None => Self::new(url),
+            Some(config) => Ok(Connector {
+                display_url: config.display(),
+                target: Target::Sentinel(Arc::new(MasterFinder::new(config))),
+            }),
+        }
+    }
+
     /// One connection whose reads give up after `read_timeout` (longer than any blocking command).
     pub fn connect(&self, read_timeout: Duration) -> Result<redis::Connection, ConnectError> {
-        let unreachable = |source| ConnectError::Unreachable {
-            url: self.display_url.clone(),
-            source,
-        };
-        let con = self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(10))
-            .map_err(unreachable)?;
-        con.set_read_timeout(Some(read_timeout))
-            .map_err(unreachable)?;
-        con.set_write_timeout(Some(Duration::from_secs(30)))
-            .map_err(unreachable)?;
-        Ok(con)
+        match &self.target {
+            Target::Direct(client) => open_client(client, read_timeout)
+                .and_then(|mut con| check_master(&mut con).map(|()| con))
+                .map_err(|source| ConnectError::Unreachable {
+                    url: self.display_url.clone(),
+                    source,
+                }),
+            Target::Sentinel(finder) => finder
+                .connect(|info| {
+                    let mut con = open(info, read_timeout)?;
+                    check_master(&mut con)?;
+                    Ok(con)
+                })
+                .map_err(|source| ConnectError::NoMaster {
+                    url: self.display_url.clone(),
+                    source,
+                }),
+        }
+    }
+
+    /// The longest wait between reconnect attempts, for a retry loop whose own cap is `cap`:
+    /// that cap to one server; at most 2 s with Sentinel, where an attempt is a cheap question to
+    /// the sentinels and the new master should be found soon after a failover.
+    pub fn backoff_cap(&self, cap: Duration) -> Duration {
+        match self.target {
+            Target::Direct(_) => cap,
+            Target::Sentinel(_) => cap.min(Duration::from_secs(2)),
+        }
     }
 
     /// Connect, retrying with capped exponential backoff until it works or the process reaches
@@ -119,7 +231,7 @@ impl Connector {
             if shutdown.sleep(delay, give_up_at) >= give_up_at {
                 return Err(ConnectError::Stopped);
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
+            delay = (delay * 2).min(self.backoff_cap(Duration::from_secs(30)));
         }
     }
 
@@ -156,12 +268,19 @@ impl r2d2::ManageConnection for PooledManager {
                 ConnectError::BadUrl { source, .. } | ConnectError::Unreachable { source, .. } => {
                     source
                 }
-                ConnectError::Stopped => redis::RedisError::from((redis::ErrorKind::Io, "stopped")),
+                e @ (ConnectError::BadSentinel(_)
+                | ConnectError::NoMaster { .. }
+                | ConnectError::Stopped) => redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no connection",
+                    format!("{e}: {}", source_text(&e)),
+                )),
             })
     }
 
+    /// A pooled connection must still reach a master: a demoted one answers PING but not writes.
     fn is_valid(&self, con: &mut redis::Connection) -> Result<(), redis::RedisError> {
-        redis::cmd("PING").query(con)
+        check_master(con)
     }
 
     fn has_broken(&self, con: &mut redis::Connection) -> bool {

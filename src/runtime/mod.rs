@@ -15,6 +15,7 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod maintenance;
 pub mod scheduler;
+pub mod sentinel;
 pub mod shutdown;
 pub mod slot;
 pub mod supervise;
@@ -323,7 +324,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         }
         None => None,
     };
-    let connector = Connector::new(&config.url)?;
+    let connector = Connector::configure(&config.url, &config.sentinel)?;
     let mut con = connector.connect(Duration::from_secs(30))?;
     if let Some((major, minor, v)) = redis_version(&mut con) {
         if (major, minor) < (6, 2) {

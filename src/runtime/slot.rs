@@ -933,7 +933,7 @@ impl Recorder<'_> {
                     }
                     next = None;
                     std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    delay = (delay * 2).min(process.connector.backoff_cap(Duration::from_secs(10)));
                     if let Ok(c) = process
                         .connector
                         .connect(process.config.dequeue_timeout() + Duration::from_secs(30))

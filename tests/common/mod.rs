@@ -3,10 +3,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use redis::Commands;
+use rq_worker::rq::codec::{self, Serializer};
+use rq_worker::rq::enqueue::{self, Enqueue};
+use rq_worker::rq::keys::Keys;
+use rq_worker::rq::value::PyValue;
 
 /// The redis-server binary the tests start: `RQW_TEST_REDIS_SERVER`, else `redis-server` from
 /// PATH. scripts/test.sh sets it to a Redis 6.2 build (scripts/redis-min.sh), the oldest the
@@ -33,7 +40,7 @@ pub struct TestRedis {
     dir: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
@@ -223,4 +230,61 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// Enqueue `func(*args)` on `queue` as Python RQ would (pickle, key prefix `rq`).
+pub fn enqueue(con: &mut redis::Connection, queue: &str, func: &str, args: Vec<PyValue>) -> String {
+    enqueue::enqueue(
+        con,
+        &Keys::new("rq"),
+        Enqueue {
+            queue,
+            func_name: func,
+            args,
+            kwargs: vec![],
+            timeout: None,
+            result_ttl: None,
+            failure_ttl: None,
+            serializer: Serializer::Pickle,
+        },
+    )
+    .expect("enqueue")
+}
+
+pub fn status(con: &mut redis::Connection, id: &str) -> Option<String> {
+    con.hget(format!("rq:job:{id}"), "status").expect("hget")
+}
+
+/// The newest results-stream entry as field → value.
+pub fn latest_result(con: &mut redis::Connection, id: &str) -> HashMap<String, String> {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg(format!("rq:results:{id}"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)
+        .expect("xrevrange");
+    let mut out = HashMap::new();
+    if let redis::Value::Array(entries) = reply
+        && let Some(redis::Value::Array(entry)) = entries.first()
+        && let Some(redis::Value::Array(fields)) = entry.get(1)
+    {
+        for pair in fields.chunks(2) {
+            if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
+                out.insert(
+                    String::from_utf8_lossy(k).into(),
+                    String::from_utf8_lossy(v).into(),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn exc_last_line(con: &mut redis::Connection, id: &str) -> String {
+    let r = latest_result(con, id);
+    let text = codec::decode_exc_string(r.get("exc_string").map(String::as_str).unwrap_or(""))
+        .unwrap_or_default();
+    text.lines().last().unwrap_or_default().to_string()
 }
