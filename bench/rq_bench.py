@@ -10,6 +10,7 @@ script call counts once) and idle RSS.
 Usage (from the repository root, after `scripts/python-envs.sh` made the venvs):
     .venvs/rq2.12/bin/python bench/rq_bench.py [--jobs 2000] [--bin target/release/rq-worker]
     .venvs/rq2.12/bin/python bench/rq_bench.py --metrics-overhead 5    # metrics on vs off only
+    .venvs/rq2.12/bin/python bench/rq_bench.py --redis-instructions 500  # Redis's instructions/job
 
 `--metrics-overhead N` runs rq-worker --concurrency 4 N times with metrics off and N times with
 `--metrics-addr` on and /metrics scraped every second, alternating (off, on, off, on, ...) so that
@@ -253,6 +254,67 @@ def metrics_instructions(args, redis, url, env, cmd):
           f"({(per_job['on'] / per_job['off'] - 1) * 100:+.2f}%)")
 
 
+def redis_instructions(args, env, cmd, python_cmds):
+    """Redis's own instructions per job, counted by callgrind on a redis-server of its own: jobs
+    are enqueued, the counters zeroed (callgrind_control -z), one worker drains the queue, the
+    counters dumped. Runs of JOBS and 2*JOBS jobs cancel the worker's start-up and shutdown.
+    Deterministic, unlike time, so it shows what a change to the scripts saves on a noisy machine."""
+    n = args.redis_instructions
+    tmp = tempfile.mkdtemp(prefix="rqw-rcg-")
+    port = free_port()
+    out = os.path.join(tmp, "callgrind.out")
+    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
+                               "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", tmp],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        redis = Redis(port=port)
+        for _ in range(600):
+            try:
+                redis.ping()
+                break
+            except Exception:
+                time.sleep(0.1)
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def run(label, worker_cmd, size):
+            queue = f"rcg{label}{size}".replace(" ", "")
+            enqueue(redis, queue, size)
+            subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
+                           stdout=subprocess.DEVNULL)
+            commands_before = redis.info("stats")["total_commands_processed"]
+            run_worker(worker_cmd, url, queue, env)
+            commands = redis.info("stats")["total_commands_processed"] - commands_before
+            for f in os.listdir(tmp):
+                if f.startswith("callgrind.out"):
+                    os.remove(os.path.join(tmp, f))
+            subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
+                           stdout=subprocess.DEVNULL)
+            dumps = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.startswith("callgrind.out")]
+            total = 0
+            for d in dumps:
+                with open(d) as fh:
+                    for line in fh:
+                        if line.startswith("summary:") or line.startswith("totals:"):
+                            total = max(total, int(line.split()[1]))
+            return total, commands
+
+        rows = []
+        for label, worker_cmd in [("rq-worker --concurrency 1", cmd)] + python_cmds:
+            (i1, c1), (i2, c2) = run(label, worker_cmd, n), run(label, worker_cmd, 2 * n)
+            rows.append((label, (i2 - i1) / n, (c2 - c1) / n))
+            print(f"{label}: {n} jobs {i1:,} / {2 * n} jobs {i2:,} instructions", flush=True)
+        print(f"\nRedis instructions per job under callgrind ((I(2N) - I(N)) / N, N = {n}, "
+              "counters zeroed after enqueueing, so only the worker's commands count):")
+        print("| worker | Redis instructions/job | Redis commands/job |\n|---|---:|---:|")
+        for label, per_job, cmds in rows:
+            print(f"| {label} | {per_job:,.0f} | {cmds:.1f} |")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000, help="jobs for the SimpleWorker run")
@@ -265,6 +327,9 @@ def main():
     ap.add_argument("--metrics-instructions", type=int, default=0, metavar="JOBS",
                     help="only count the worker's instructions per job with metrics off/on under "
                          "callgrind (runs of JOBS and 2*JOBS jobs: the difference cancels start-up)")
+    ap.add_argument("--redis-instructions", type=int, default=0, metavar="JOBS",
+                    help="only count Redis's instructions per job under callgrind (rq-worker and "
+                         "SimpleWorker; runs of JOBS and 2*JOBS jobs)")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="rqw-bench-")
@@ -289,6 +354,10 @@ def main():
             return
         if args.metrics_instructions:
             metrics_instructions(args, redis, url, env, ours(4))
+            return
+        if args.redis_instructions:
+            redis_instructions(args, env, ours(1),
+                               [("rq worker -w rq.SimpleWorker", python_cmd("rq.SimpleWorker"))])
             return
         candidates = [
             ("rq worker (forking Worker)", python_cmd(None), args.fork_jobs),

@@ -22,6 +22,19 @@ local rk = p .. ':results:' .. id
 local now = tonumber(a.now)
 local iso = a.iso
 
+-- The worker hash exists (a dead worker's is never brought back by its counters).
+local worker_alive = false
+
+-- The worker is idle again. Called after the outcome, unless the same call starts the next job,
+-- whose start overwrites all of it.
+local function go_idle()
+  if not worker_alive then return end
+  local wk = p .. ':worker:' .. w
+  redis.call('HDEL', wk, 'current_job')
+  redis.call('HSET', wk, 'current_job_working_time', '0', 'state', 'idle', 'last_heartbeat', iso)
+  redis.call('EXPIRE', wk, a.worker_ttl)
+end
+
 local function finish_job()
   -- Execution and worker bookkeeping happen whatever became of the job.
   if a.member ~= '' then redis.call('ZREM', p .. ':wip:' .. origin, a.member) end
@@ -33,20 +46,23 @@ local function finish_job()
     local wk = p .. ':worker:' .. w
     if eid ~= '' then redis.call('SREM', wk .. ':executions', id .. ':' .. eid) end
     if redis.call('EXISTS', wk) == 1 then
-      redis.call('HDEL', wk, 'current_job')
-      redis.call('HSET', wk, 'current_job_working_time', '0', 'state', 'idle', 'last_heartbeat', iso)
+      worker_alive = true
       redis.call('HINCRBY', wk, a.counter, 1)
       redis.call('HINCRBYFLOAT', wk, 'total_working_time', a.working_time)
-      redis.call('EXPIRE', wk, a.worker_ttl)
     end
   end
 
-  if redis.call('EXISTS', jk) == 0 then
+  -- Every hash of a started job has a status (the start wrote it), so no status means gone.
+  local f = redis.call('HMGET', jk, 'result_ttl', 'failure_ttl', 'retries_left', 'retry_intervals',
+    'enqueue_at_front_on_retry', 'group_id', 'rate_limit_key', 'rate_limit_concurrency', 'status',
+    'dependency_ids', 'dependency_id')
+  if not f[9] then
     return {'gone'} -- deleted while it ran (job.delete(), cancel): nothing to record
   end
-
-  local f = redis.call('HMGET', jk, 'result_ttl', 'failure_ttl', 'retries_left', 'retry_intervals',
-    'enqueue_at_front_on_retry', 'group_id', 'rate_limit_key', 'rate_limit_concurrency')
+  -- Whether the job has a dependencies set / a dependents set (nil: not known yet). Keys that do
+  -- not exist are not given a TTL.
+  local has_dependencies = (f[10] and f[10] ~= '' and f[10] ~= '[]') or (f[11] and f[11] ~= '')
+  local has_dependents = nil
   -- Odd values (see fields_fn.lua) read as missing; TTLs are capped at ten years.
   local result_ttl = ttl_cap(field_int(f[1]) or tonumber(a.default_result_ttl))
   local explicit_failure_ttl = field_int(f[2])
@@ -77,7 +93,9 @@ local function finish_job()
   -- RQ's Job.cleanup(ttl): >0 expire, 0 delete, <0 keep.
   local function cleanup(ttl)
     if ttl > 0 then
-      redis.call('EXPIRE', jk, ttl); redis.call('EXPIRE', depk, ttl); redis.call('EXPIRE', depsk, ttl)
+      redis.call('EXPIRE', jk, ttl)
+      if has_dependents ~= false then redis.call('EXPIRE', depk, ttl) end
+      if has_dependencies then redis.call('EXPIRE', depsk, ttl) end
     elseif ttl == 0 then
       redis.call('DEL', jk, depk, depsk, p .. ':executions:' .. id, rk)
       if f[6] and f[6] ~= '' then redis.call('SREM', p .. ':group:' .. f[6], id) end
@@ -87,6 +105,8 @@ local function finish_job()
   -- Move dependents whose dependencies are now all met from deferred to their queue.
   local function enqueue_dependents(parent_failed)
     local deps = redis.call('SMEMBERS', depk)
+    -- Dependents whose job is still waiting for another parent stay in the set.
+    has_dependents = #deps > 0
     for _, d in ipairs(deps) do
       local dk = p .. ':job:' .. d
       local h = redis.call('HMGET', dk, 'status', 'origin', 'enqueue_at_front', 'allow_dependency_failures',
@@ -138,7 +158,7 @@ local function finish_job()
 
     if a.outcome == 'failed' and a.allow_retry == '1' and retries_left > 0 then
       local interval = 0
-      local raw = redis.call('HGET', jk, 'retry_intervals')
+      local raw = f[4]
       if raw then
         local ok, list = pcall(cjson.decode, raw)
         if ok and type(list) == 'table' and #list > 0 then
@@ -217,6 +237,9 @@ if a.next_queues and a.next_queues ~= '' then
     now = a.now, interval = a.next_interval, compat = a.next_compat, check_suspended = '1',
     mode = 'pop', queues = a.next_queues,
   }
-  return {result, start_job(b)}
+  local started = start_job(b)
+  if started[1] ~= 'started' then go_idle() end
+  return {result, started}
 end
+go_idle()
 return result

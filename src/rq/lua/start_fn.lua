@@ -14,8 +14,7 @@ local function start_job(a)
   end
   local function start(q, id)
     local jk = p .. ':job:' .. id
-    local inter = p .. ':queue:' .. q .. ':intermediate'
-    if redis.call('LREM', inter, 1, id) == 0 and a.mode == 'moved' then
+    if a.mode == 'moved' and redis.call('LREM', p .. ':queue:' .. q .. ':intermediate', 1, id) == 0 then
       -- BLMOVE moved it, but maintenance has since put it back in its queue (the move looked
       -- lost): it runs from there, once. Starting it here too would run it twice.
       return nil
@@ -55,7 +54,9 @@ local function start_job(a)
     redis.call('HSET', jk, 'status', 'started', 'started_at', a.iso, 'last_heartbeat', a.iso,
       'worker_name', a.worker)
     redis.call('PERSIST', jk)
-    return {'started', q, id, member, tostring(ttl), redis.call('HGETALL', jk)}
+    -- The hash as read above: the worker needs what the enqueuer wrote, not the four fields set
+    -- here (a second HGETALL would copy the whole payload again).
+    return {'started', q, id, member, tostring(ttl), flat}
   end
 
   if a.mode == 'moved' then
@@ -64,11 +65,12 @@ local function start_job(a)
     return {'empty'}
   end
 
+  -- Inside one script nobody can see a job between the pop and the start, so it is popped
+  -- directly (the intermediate list matters only for a BLMOVE, whose reply can be lost).
   for q in string.gmatch(a.queues, '[^,]+') do
     local src = p .. ':queue:' .. q
-    local inter = src .. ':intermediate'
     for _ = 1, 1000 do
-      local id = redis.call('LMOVE', src, inter, 'LEFT', 'RIGHT')
+      local id = redis.call('LPOP', src)
       if not id then break end
       local r = start(q, id)
       if r then return r end
