@@ -9,9 +9,6 @@ use ingest_support::*;
 use rq_worker::rq::value::PyValue;
 use serde_json::json;
 
-const EXTRACT: &str = "jobs.ingest_extract.ingest_extract";
-const INDEX: &str = "jobs.ingest_index.ingest_index";
-
 fn pages(n: usize, words_per_page: usize, seed: u64) -> Vec<String> {
     (0..n)
         .map(|i| words(seed + i as u64, words_per_page))
@@ -41,11 +38,10 @@ fn happy_path_extract_then_index_then_rerun() {
         Some(w.config.ingest_index_job_timeout_seconds)
     );
     assert_eq!(hooks.last_meta("pages_total"), Some(PyValue::Int(3)));
-    let page1: String = w
-        .db()
-        .query_one("SELECT content FROM document_pages WHERE document_id = $1::text::uuid AND page_number = 1", &[&doc])
-        .unwrap()
-        .get(0);
+    let page1: String = w.scalar(
+        "SELECT content FROM document_pages WHERE document_id = $1::text::uuid AND page_number = 1",
+        &doc,
+    );
     assert!(
         page1.contains("ledger") || page1.contains("invoice") || page1.contains("quarterly"),
         "{page1}"
@@ -62,14 +58,10 @@ fn happy_path_extract_then_index_then_rerun() {
     assert_eq!(get(&out, "embeddings_total"), &PyValue::Int(chunks));
     assert_eq!(w.count("chunk_embeddings", &doc), chunks);
     assert_eq!(w.status(&doc).0, "ready");
-    let sum: i64 = w
-        .db()
-        .query_one(
-            "SELECT sum(token_count)::bigint FROM chunks WHERE document_id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap()
-        .get(0);
+    let sum: i64 = w.scalar(
+        "SELECT sum(token_count)::bigint FROM chunks WHERE document_id = $1::text::uuid",
+        &doc,
+    );
     assert_eq!(get(&out, "embedding_tokens_used"), &PyValue::Int(sum));
     assert_eq!(w.usage(), (sum, 0));
     // Chunks never span pages; hashes are sha256 of the content; indexes are dense.
@@ -84,35 +76,19 @@ fn happy_path_extract_then_index_then_rerun() {
         .unwrap()
         .get(0);
     assert_eq!(bad, 0);
-    let max_index: i32 = w
-        .db()
-        .query_one(
-            "SELECT max(chunk_index) FROM chunks WHERE document_id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap()
-        .get(0);
+    let max_index: i32 = w.scalar(
+        "SELECT max(chunk_index) FROM chunks WHERE document_id = $1::text::uuid",
+        &doc,
+    );
     assert_eq!(max_index as i64, chunks - 1);
     // Unit vectors, searchable through the HNSW cosine index.
-    let norm: f64 = w
-        .db()
-        .query_one(
-            "SELECT max(abs(vector_norm(embedding) - 1))::float8 FROM chunk_embeddings WHERE document_id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap()
-        .get(0);
+    let norm: f64 = w.scalar("SELECT max(abs(vector_norm(embedding) - 1))::float8 FROM chunk_embeddings WHERE document_id = $1::text::uuid", &doc);
     assert!(norm < 1e-3, "{norm}");
     let requests = w.embeddings.stats()["requests"].as_i64().unwrap();
     assert_eq!(requests, (chunks + 31) / 32, "batched requests");
 
     // Rerun index: the document must be indexing/uploaded again (the API's reindex does that).
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
+    w.set_status(&doc, "indexing");
     call(&reg, &hooks, INDEX, vec![], w.index_args(&doc)).unwrap();
     assert_eq!(w.count("chunks", &doc), chunks);
     assert_eq!(w.count("chunk_embeddings", &doc), chunks);
@@ -214,8 +190,7 @@ fn extract_limits_fail_the_document_before_writing() {
     // Larger than MAX_FILE_SIZE_BYTES (Content-Length is checked before the body is read).
     let mut small = w.config.clone();
     small.max_file_size_bytes = 100;
-    let mut reg_small = rq_worker::jobs::Registry::new();
-    rq_worker::jobs::ingest::register(&mut reg_small, &small, 1);
+    let reg_small = registry_for(&small, 1);
     let (doc, path) = w.upload("large.pdf", &make_pdf(&pages(1, 200, 4)));
     call(
         &reg_small,
@@ -308,12 +283,7 @@ fn index_refuses_a_wrong_status() {
     let reg = w.registry();
     let hooks = Recorder::default();
     let (doc, _) = w.upload("a.pdf", b"x");
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'ready' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
+    w.set_status(&doc, "ready");
     let e = call(&reg, &hooks, INDEX, vec![], w.index_args(&doc)).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -329,14 +299,7 @@ fn index_refuses_a_wrong_status() {
 /// Extract, then return the document id and the estimated tokens of its chunks in order.
 fn extracted(w: &World, reg: &rq_worker::jobs::Registry, n_pages: usize, seed: u64) -> String {
     let (doc, path) = w.upload("d.pdf", &make_pdf(&pages(n_pages, 700, seed)));
-    call(
-        reg,
-        &Recorder::default(),
-        EXTRACT,
-        vec![],
-        w.extract_args(&doc, &path),
-    )
-    .unwrap();
+    w.extract(reg, &doc, &path).unwrap();
     doc
 }
 
@@ -346,14 +309,7 @@ fn budget_exhaustion_matches_the_platform_totals() {
     // First learn the chunk estimates with an unlimited budget.
     let reg = w.registry();
     let doc = extracted(&w, &reg, 3, 11);
-    call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap();
+    w.index(&reg, &doc).unwrap();
     let estimates: Vec<i64> = w
         .db()
         .query(
@@ -370,20 +326,8 @@ fn budget_exhaustion_matches_the_platform_totals() {
     w.config.daily_token_limit = used_before + estimates[0] + estimates[1] + estimates[2] - 1;
     w.config.embedding_batch_size = 32;
     let reg = w.registry();
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
-    let e = call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    w.set_status(&doc, "indexing");
+    let e = w.index(&reg, &doc).unwrap_err();
     assert_eq!(e.python_type(), "app.core.errors.BudgetExceededError");
     assert_eq!(
         e.to_string(),
@@ -407,20 +351,8 @@ fn budget_exhaustion_matches_the_platform_totals() {
         .unwrap();
     w.config.embedding_batch_size = 1;
     let reg = w.registry();
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
-    call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    w.set_status(&doc, "indexing");
+    w.index(&reg, &doc).unwrap_err();
     assert_eq!(w.usage(), (used_before + estimates[0] + estimates[1], 0));
 }
 
@@ -433,14 +365,7 @@ fn embeddings_failures_release_everything() {
     // Down for good: two attempts, then failed; nothing used or reserved, no rows.
     let doc = extracted(&w, &reg, 2, 21);
     w.embeddings.faults(json!([{ "status": 503 }]));
-    let e = call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    let e = w.index(&reg, &doc).unwrap_err();
     assert_eq!(e.python_type(), "openai.InternalServerError");
     let (status, msg, _) = w.status(&doc);
     assert_eq!(status, "failed");
@@ -451,20 +376,8 @@ fn embeddings_failures_release_everything() {
 
     // 401: no retry.
     w.embeddings.faults(json!([{ "status": 401 }]));
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
-    let e = call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    w.set_status(&doc, "indexing");
+    let e = w.index(&reg, &doc).unwrap_err();
     assert_eq!(e.python_type(), "openai.AuthenticationError");
     assert_eq!(w.embeddings.stats()["requests"], json!(3));
 
@@ -473,24 +386,11 @@ fn embeddings_failures_release_everything() {
         { "status": 429, "count": 1, "headers": { "Retry-After": "0.05" } },
         { "truncate": true, "count": 1 }
     ]));
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
+    w.set_status(&doc, "indexing");
     let mut again = w.config.clone();
     again.embedding_max_retries = 3;
-    let mut reg2 = rq_worker::jobs::Registry::new();
-    rq_worker::jobs::ingest::register(&mut reg2, &again, 1);
-    call(
-        &reg2,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap();
+    let reg2 = registry_for(&again, 1);
+    w.index(&reg2, &doc).unwrap();
     assert_eq!(w.status(&doc).0, "ready");
     let (used, reserved) = w.usage();
     assert!(used > 0 && reserved == 0);
@@ -501,14 +401,7 @@ fn dimension_mismatch_writes_nothing() {
     let w = World::with_dim(8);
     let reg = w.registry();
     let doc = extracted(&w, &reg, 1, 31);
-    let e = call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    let e = w.index(&reg, &doc).unwrap_err();
     assert_eq!(
         e.to_string(),
         "Embedding dimension mismatch: expected 1536, got 8"
@@ -520,23 +413,10 @@ fn dimension_mismatch_writes_nothing() {
     // EMBEDDING_DIM that disagrees with the column is refused before any request.
     let mut cfg = w.config.clone();
     cfg.embedding_dim = 768;
-    let mut reg2 = rq_worker::jobs::Registry::new();
-    rq_worker::jobs::ingest::register(&mut reg2, &cfg, 1);
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'indexing' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
+    let reg2 = registry_for(&cfg, 1);
+    w.set_status(&doc, "indexing");
     let before = w.embeddings.stats()["requests"].clone();
-    let e = call(
-        &reg2,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap_err();
+    let e = w.index(&reg2, &doc).unwrap_err();
     assert!(e.to_string().contains("vector(1536)"), "{e}");
     assert_eq!(w.embeddings.stats()["requests"], before);
 }
@@ -548,25 +428,11 @@ fn storage_retries_5xx_and_truncation_but_not_4xx() {
     let (doc, path) = w.upload("r.pdf", &make_pdf(&pages(1, 30, 41)));
     w.storage
         .faults(json!([{ "status": 503, "count": 1 }, { "truncate": true, "count": 1 }]));
-    call(
-        &reg,
-        &Recorder::default(),
-        EXTRACT,
-        vec![],
-        w.extract_args(&doc, &path),
-    )
-    .unwrap();
+    w.extract(&reg, &doc, &path).unwrap();
     assert_eq!(w.storage.stats()["requests"], json!(3));
     let (doc, path) = w.upload("s.pdf", &make_pdf(&pages(1, 30, 42)));
     w.storage.faults(json!([{ "status": 403 }]));
-    call(
-        &reg,
-        &Recorder::default(),
-        EXTRACT,
-        vec![],
-        w.extract_args(&doc, &path),
-    )
-    .unwrap_err();
+    w.extract(&reg, &doc, &path).unwrap_err();
     assert_eq!(w.storage.stats()["requests"], json!(4));
     assert!(
         w.status(&doc)
@@ -591,23 +457,12 @@ fn statuses_follow_chk_status_as_the_platform_reads_it() {
         .unwrap();
     let reg = w.registry();
     let doc = extracted(&w, &reg, 2, 51);
-    let pages_total: Option<i32> = w
-        .db()
-        .query_one(
-            "SELECT pages_total FROM documents WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap()
-        .get(0);
+    let pages_total: Option<i32> = w.scalar(
+        "SELECT pages_total FROM documents WHERE id = $1::text::uuid",
+        &doc,
+    );
     assert_eq!(pages_total, Some(2));
-    let out = call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap();
+    let out = w.index(&reg, &doc).unwrap();
     assert_eq!(get(&out, "status"), &PyValue::Str("ready".into()));
 }
 
@@ -629,28 +484,14 @@ fn cleanup_stale_reservations_on_postgres() {
         &[&w.workspace_id, &ws2],
     )
     .unwrap();
-    let reg = w.registry();
-    let out = call(
-        &reg,
-        &Recorder::default(),
-        "jobs.maintenance.cleanup_stale_reservations",
-        vec![],
-        vec![],
-    )
-    .unwrap();
-    assert_eq!(out, PyValue::Int(1));
+    let cleanup = |w: &World| {
+        let job = "jobs.maintenance.cleanup_stale_reservations";
+        call(&w.registry(), &Recorder::default(), job, vec![], vec![]).unwrap()
+    };
+    assert_eq!(cleanup(&w), PyValue::Int(1));
     assert_eq!(w.usage(), (10, 0));
     w.config.reservation_ttl_seconds = -5; // negative means 0
-    let reg = w.registry();
-    let out = call(
-        &reg,
-        &Recorder::default(),
-        "jobs.maintenance.cleanup_stale_reservations",
-        vec![],
-        vec![],
-    )
-    .unwrap();
-    assert_eq!(out, PyValue::Int(1));
+    assert_eq!(cleanup(&w), PyValue::Int(1));
 }
 
 #[test]
@@ -659,31 +500,13 @@ fn nul_characters_are_stripped_from_page_text() {
     let reg = w.registry();
     let text = format!("alpha\u{0}beta {}", words(61, 20));
     let (doc, path) = w.upload("nul.pdf", &make_pdf(&[text]));
-    call(
-        &reg,
-        &Recorder::default(),
-        EXTRACT,
-        vec![],
-        w.extract_args(&doc, &path),
-    )
-    .unwrap();
-    let content: String = w
-        .db()
-        .query_one(
-            "SELECT content FROM document_pages WHERE document_id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap()
-        .get(0);
+    w.extract(&reg, &doc, &path).unwrap();
+    let content: String = w.scalar(
+        "SELECT content FROM document_pages WHERE document_id = $1::text::uuid",
+        &doc,
+    );
     assert!(!content.contains('\0'));
-    call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap();
+    w.index(&reg, &doc).unwrap();
     assert_eq!(w.status(&doc).0, "ready");
 }
 
@@ -694,12 +517,7 @@ fn jobs_wait_for_the_api_transaction_that_enqueued_them() {
     let w = World::new();
     let reg = w.registry();
     let (doc, path) = w.upload("race.pdf", &make_pdf(&pages(2, 300, 71)));
-    w.db()
-        .execute(
-            "UPDATE documents SET status = 'pending_upload' WHERE id = $1::text::uuid",
-            &[&doc],
-        )
-        .unwrap();
+    w.set_status(&doc, "pending_upload");
 
     let mut api = w.db();
     let mut tx = api.transaction().unwrap();
@@ -709,28 +527,13 @@ fn jobs_wait_for_the_api_transaction_that_enqueued_them() {
     )
     .unwrap();
     let out = std::thread::scope(|s| {
-        let job = s.spawn(|| {
-            call(
-                &reg,
-                &Recorder::default(),
-                EXTRACT,
-                vec![],
-                w.extract_args(&doc, &path),
-            )
-        });
+        let job = s.spawn(|| w.extract(&reg, &doc, &path));
         std::thread::sleep(std::time::Duration::from_millis(300));
         tx.commit().unwrap();
         job.join().unwrap()
     });
     assert_eq!(get(&out.unwrap(), "pages_total"), &PyValue::Int(2));
-    call(
-        &reg,
-        &Recorder::default(),
-        INDEX,
-        vec![],
-        w.index_args(&doc),
-    )
-    .unwrap();
+    w.index(&reg, &doc).unwrap();
     assert_eq!(w.status(&doc).0, "ready");
 
     let mut tx = api.transaction().unwrap();
@@ -750,15 +553,7 @@ fn jobs_wait_for_the_api_transaction_that_enqueued_them() {
     )
     .unwrap();
     let out = std::thread::scope(|s| {
-        let job = s.spawn(|| {
-            call(
-                &reg,
-                &Recorder::default(),
-                INDEX,
-                vec![],
-                w.index_args(&doc),
-            )
-        });
+        let job = s.spawn(|| w.index(&reg, &doc));
         std::thread::sleep(std::time::Duration::from_millis(300));
         tx.commit().unwrap();
         job.join().unwrap()
@@ -777,17 +572,9 @@ fn database_down_fails_the_job_readably() {
         .unwrap()
         .port();
     cfg.database_url = format!("postgresql://postgres@127.0.0.1:{port}/nowhere");
-    let mut reg = rq_worker::jobs::Registry::new();
-    rq_worker::jobs::ingest::register(&mut reg, &cfg, 1);
+    let reg = registry_for(&cfg, 1);
     let (doc, path) = w.upload("a.pdf", &make_pdf(&pages(1, 20, 81)));
-    let e = call(
-        &reg,
-        &Recorder::default(),
-        EXTRACT,
-        vec![],
-        w.extract_args(&doc, &path),
-    )
-    .unwrap_err();
+    let e = w.extract(&reg, &doc, &path).unwrap_err();
     assert_eq!(e.python_type(), "sqlalchemy.exc.OperationalError");
     assert!(e.to_string().starts_with("database unavailable: "), "{e}");
     assert_eq!(w.status(&doc).0, "uploaded");

@@ -9,36 +9,40 @@ use std::collections::HashMap;
 use std::process::Stdio;
 
 use common::{
-    TestRedis, burst, enqueue, exc_last_line, latest_result, spawn_worker, status, wait_for,
+    TestRedis, burst, burst_ok, enqueue, exc_last_line, latest_result, spawn_worker, status,
+    succeeded, wait_for,
 };
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
 use rq_worker::rq::keys::Keys;
 use rq_worker::rq::value::PyValue;
 
+/// Enqueue `rq_worker.diag.add(a, b)` on `queue`.
+fn add(con: &mut redis::Connection, queue: &str, a: i64, b: i64) -> String {
+    enqueue(
+        con,
+        queue,
+        "rq_worker.diag.add",
+        vec![PyValue::Int(a), PyValue::Int(b)],
+    )
+}
+
+/// The return value in a results-stream entry.
+fn return_value(result: &HashMap<String, String>) -> PyValue {
+    codec::decode_return_value(&result["return_value"], Serializer::Pickle).expect("return value")
+}
+
 #[test]
 fn success_writes_rq_state() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let id = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(2), PyValue::Int(3)],
-    );
-    let out = burst(&redis, &["--name", "w1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let id = add(&mut con, "default", 2, 3);
+    burst_ok(&redis, &["--name", "w1"]);
 
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
     let r = latest_result(&mut con, &id);
     assert_eq!(r.get("type").map(String::as_str), Some("1"));
     assert_eq!(r.get("worker_name").map(String::as_str), Some("w1"));
-    let rv =
-        codec::decode_return_value(&r["return_value"], Serializer::Pickle).expect("return value");
+    let rv = return_value(&r);
     assert_eq!(rv, PyValue::Int(5));
     let score: Option<f64> = con.zscore("rq:finished:default", &id).unwrap();
     assert!(score.is_some(), "in the finished registry");
@@ -62,8 +66,7 @@ fn success_writes_rq_state() {
 
 #[test]
 fn hostile_job_hashes_fail_that_job_only() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "hostile";
     let mut push = |id: &str, fields: &[(&str, &[u8])]| {
         let key = format!("rq:job:{id}");
@@ -103,12 +106,7 @@ fn hostile_job_hashes_fail_that_job_only() {
     let _: () = con.rpush(format!("rq:queue:{q}"), "dangling-id").unwrap();
     let good = enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
 
-    let out = burst(&redis, &[q]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    burst_ok(&redis, &[q]);
     for id in ["garbage-data", "no-data", "bad-timeout", "evil-pickle"] {
         assert_eq!(status(&mut con, id).as_deref(), Some("failed"), "{id}");
         let score: Option<f64> = con.zscore(format!("rq:failed:{q}"), id).unwrap();
@@ -132,8 +130,7 @@ fn hostile_job_hashes_fail_that_job_only() {
 
 #[test]
 fn dependents_are_released_in_the_same_step() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let parent = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     // A deferred child written the way Python's enqueue(depends_on=...) writes it.
     let child = "child-1";
@@ -165,8 +162,7 @@ fn dependents_are_released_in_the_same_step() {
         .unwrap();
     let _: () = con.zadd("rq:deferred:default", child, 1).unwrap();
 
-    let out = burst(&redis, &[]);
-    assert!(out.status.success());
+    burst_ok(&redis, &[]);
     assert_eq!(status(&mut con, &parent).as_deref(), Some("finished"));
     assert_eq!(status(&mut con, child).as_deref(), Some("finished"));
     let deferred: i64 = con.zcard("rq:deferred:default").unwrap();
@@ -175,8 +171,7 @@ fn dependents_are_released_in_the_same_step() {
 
 #[test]
 fn warm_shutdown_finishes_the_running_job() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let id = enqueue(
         &mut con,
         "default",
@@ -185,9 +180,7 @@ fn warm_shutdown_finishes_the_running_job() {
     );
     let mut child = spawn_worker(&redis.url(), &["--name", "warm"], Stdio::null());
     assert!(wait_for(20, || status(&mut con, &id).as_deref() == Some("started")));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::sigterm(&child);
     let code = child.wait().expect("wait");
     assert!(code.success());
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
@@ -202,8 +195,7 @@ fn warm_shutdown_finishes_the_running_job() {
 fn an_idle_worker_on_several_queues_blocks_on_the_first() {
     // BLMOVE waits on one list: with several queues the idle worker blocks on the first (so it is
     // served at once) between atomic passes over all of them; a warm shutdown still wakes it.
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let mut child = spawn_worker(
         &redis.url(),
         &["high", "low", "--name", "two"],
@@ -221,18 +213,8 @@ fn an_idle_worker_on_several_queues_blocks_on_the_first() {
         wait_for(20, || blocked(&mut con)),
         "no client blocked in BLMOVE"
     );
-    let low = enqueue(
-        &mut con,
-        "low",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(1), PyValue::Int(2)],
-    );
-    let high = enqueue(
-        &mut con,
-        "high",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(3), PyValue::Int(4)],
-    );
+    let low = add(&mut con, "low", 1, 2);
+    let high = add(&mut con, "high", 3, 4);
     assert!(wait_for(20, || status(&mut con, &low).as_deref()
         == Some("finished")
         && status(&mut con, &high).as_deref() == Some("finished")));
@@ -240,9 +222,7 @@ fn an_idle_worker_on_several_queues_blocks_on_the_first() {
         wait_for(20, || blocked(&mut con)),
         "not blocked again once idle"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::sigterm(&child);
     assert!(child.wait().expect("wait").success());
     let w: HashMap<String, String> = con.hgetall("rq:worker:two").unwrap();
     assert!(w.is_empty() || w.contains_key("death"), "{w:?}");
@@ -252,18 +232,12 @@ fn an_idle_worker_on_several_queues_blocks_on_the_first() {
 fn an_rq_worker_command_line_keeps_working() {
     // The options of Python's `rq worker` are accepted: --pid writes the pid file, the Python-only
     // ones are reported at start and change nothing, --disable-job-desc-logging drops the function.
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let id = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(2), PyValue::Int(3)],
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let id = add(&mut con, "default", 2, 3);
     let dir = std::env::temp_dir().join(format!("rq-worker-pid-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let pid_file = dir.join("worker.pid");
-    let out = common::burst(
+    let stderr = burst_ok(
         &redis,
         &[
             "default",
@@ -280,8 +254,6 @@ fn an_rq_worker_command_line_keeps_working() {
             "--disable-job-desc-logging",
         ],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -302,14 +274,8 @@ fn an_rq_worker_command_line_keeps_working() {
 #[test]
 fn rq_redis_url_is_read_when_redis_url_is_not_set() {
     // `rq worker` reads RQ_REDIS_URL; the platform's REDIS_URL (and --url) come first.
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let id = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(1), PyValue::Int(1)],
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let id = add(&mut con, "default", 1, 1);
     let out = std::process::Command::new(common::bin())
         .args(["--burst", "default"])
         .env_remove("REDIS_URL")
@@ -318,19 +284,14 @@ fn rq_redis_url_is_read_when_redis_url_is_not_set() {
         .env("RQ_REDIS_URL", redis.url())
         .output()
         .expect("run rq-worker");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
 }
 
 #[test]
 fn webhooks_are_posted_on_terminal_status() {
     use std::io::{Read, Write};
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let id = enqueue(
@@ -372,8 +333,7 @@ fn webhooks_are_posted_on_terminal_status() {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         String::from_utf8_lossy(&buf).into_owned()
     });
-    let out = burst(&redis, &[]);
-    assert!(out.status.success());
+    burst_ok(&redis, &[]);
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook"), "{request}");
     assert!(request.to_ascii_lowercase().contains("x-token: t"));
@@ -387,20 +347,14 @@ fn webhooks_are_posted_on_terminal_status() {
 
 #[test]
 fn redis_outage_mid_job_loses_nothing() {
-    let mut redis = TestRedis::start();
-    let mut con = redis.con();
+    let (mut redis, mut con) = TestRedis::with_con();
     let id = enqueue(
         &mut con,
         "default",
         "rq_worker.diag.sleep",
         vec![PyValue::Float(2.0)],
     );
-    let after = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(1), PyValue::Int(1)],
-    );
+    let after = add(&mut con, "default", 1, 1);
     let mut child = spawn_worker(
         &redis.url(),
         &["--name", "outage", "--max-jobs", "2"],
@@ -427,8 +381,7 @@ fn redis_outage_mid_job_loses_nothing() {
 
 #[test]
 fn maintenance_fails_abandoned_jobs_but_never_finished_ones() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let abandoned = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     let done = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     // Make both look like jobs of a dead worker: out of the queue, started, heartbeat lapsed.
@@ -448,8 +401,7 @@ fn maintenance_fails_abandoned_jobs_but_never_finished_ones() {
         )
         .unwrap();
 
-    let out = burst(&redis, &[]);
-    assert!(out.status.success());
+    burst_ok(&redis, &[]);
     assert_eq!(status(&mut con, &abandoned).as_deref(), Some("failed"));
     assert!(exc_last_line(&mut con, &abandoned).contains("AbandonedJobError"));
     let failed: Option<f64> = con.zscore("rq:failed:default", &abandoned).unwrap();
@@ -556,8 +508,7 @@ fn burst_through_lossy_proxy(redis: &TestRedis, needles: [&'static [u8]; 2], nam
         .env("RUST_LOG", "info")
         .output()
         .expect("run rq-worker");
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{log}");
+    let log = succeeded(&out);
     assert!(
         proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
         "the proxy dropped a reply"
@@ -567,20 +518,9 @@ fn burst_through_lossy_proxy(redis: &TestRedis, needles: [&'static [u8]; 2], nam
 
 #[test]
 fn a_lost_finish_reply_records_once_and_puts_back_the_next_job() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let first = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(1), PyValue::Int(2)],
-    );
-    let second = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(3), PyValue::Int(4)],
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let first = add(&mut con, "default", 1, 2);
+    let second = add(&mut con, "default", 3, 4);
     // The call that records `first` (and, fused, starts `second`) runs, and its reply is lost.
     let marker: &'static [u8] = Box::leak(first.clone().into_bytes().into_boxed_slice());
     let log = burst_through_lossy_proxy(&redis, [b"outcome", marker], "lossy");
@@ -606,14 +546,8 @@ fn a_lost_finish_reply_records_once_and_puts_back_the_next_job() {
 
 #[test]
 fn a_lost_start_reply_puts_the_job_back() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let id = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(5), PyValue::Int(6)],
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let id = add(&mut con, "default", 5, 6);
     // The first dequeue-and-start call runs, and its reply is lost.
     let log = burst_through_lossy_proxy(&redis, [b"check_suspended", b"EVALSHA"], "lossy-start");
     assert!(log.contains("put back at the front of its queue"), "{log}");
@@ -631,14 +565,8 @@ fn a_lost_start_reply_puts_the_job_back() {
 /// one whose status shows a worker got further than the move is failed, as RQ fails it.
 #[test]
 fn maintenance_puts_back_a_job_that_never_started() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
-    let never_started = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(2), PyValue::Int(3)],
-    );
+    let (redis, mut con) = TestRedis::with_con();
+    let never_started = add(&mut con, "default", 2, 3);
     let got_further = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     let long_ago = (chrono::Utc::now().timestamp() - 120).to_string();
     for id in [&never_started, &got_further] {
@@ -696,8 +624,7 @@ fn maintenance_puts_back_a_job_that_never_started() {
 #[test]
 fn a_moved_job_taken_back_by_maintenance_is_not_started() {
     use rq_worker::rq::scripts::{self, Layout, StartFrom, StartOutcome};
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (_redis, mut con) = TestRedis::with_con();
     let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     // The id is in its queue (put back), not in the intermediate list.
     let r = scripts::start(
@@ -728,8 +655,7 @@ fn a_moved_job_taken_back_by_maintenance_is_not_started() {
 /// "stuck in intermediate queue" at a later maintenance run.
 #[test]
 fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     // RESP framing: the BLMOVE command itself, not a script whose text mentions it.
     let proxy = LostReplyProxy::start(redis.port, [b"\r\nBLMOVE\r\n", b"intermediate\r\n"]);
     let mut worker = spawn_worker(
@@ -751,12 +677,7 @@ fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
             .unwrap_or(false)
     }));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let id = enqueue(
-        &mut con,
-        "default",
-        "rq_worker.diag.add",
-        vec![PyValue::Int(7), PyValue::Int(8)],
-    );
+    let id = add(&mut con, "default", 7, 8);
     let finished = wait_for(150, || status(&mut con, &id).as_deref() == Some("finished"));
     let _ = worker.kill();
     let out = worker.wait_with_output().expect("worker output");
@@ -777,22 +698,19 @@ fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
 
 /// Every job of `ids` is finished with `a + b` of its arguments' index, except `failed`.
 fn enqueue_adds(con: &mut redis::Connection, q: &str, n: i64) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            enqueue(
-                con,
-                q,
-                "rq_worker.diag.add",
-                vec![PyValue::Int(i), PyValue::Int(1)],
-            )
-        })
-        .collect()
+    (0..n).map(|i| add(con, q, i, 1)).collect()
 }
 
-fn nothing_left_behind(con: &mut redis::Connection, q: &str) {
+/// How many jobs of `q` are (started, in the intermediate list, queued).
+fn in_flight(con: &mut redis::Connection, q: &str) -> (i64, i64, i64) {
     let wip: i64 = con.zcard(format!("rq:wip:{q}")).unwrap();
     let inter: i64 = con.llen(format!("rq:queue:{q}:intermediate")).unwrap();
     let queued: i64 = con.llen(format!("rq:queue:{q}")).unwrap();
+    (wip, inter, queued)
+}
+
+fn nothing_left_behind(con: &mut redis::Connection, q: &str) {
+    let (wip, inter, queued) = in_flight(con, q);
     let workers: Vec<String> = con.smembers("rq:workers").unwrap();
     assert_eq!(
         (wip, inter, queued, workers.len()),
@@ -803,20 +721,17 @@ fn nothing_left_behind(con: &mut redis::Connection, q: &str) {
 
 #[test]
 fn a_slot_panic_between_jobs_puts_the_next_job_back_and_the_slot_carries_on() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "panicky";
     let ids = enqueue_adds(&mut con, q, 8);
     // After the 3rd job the slot panics, holding the 4th (started by the 3rd's outcome call).
-    let out = burst(&redis, &[q, "--test-faults", "slot-panic-after-jobs=3"]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = burst_ok(&redis, &[q, "--test-faults", "slot-panic-after-jobs=3"]);
     assert!(log.contains("the slot loop panicked"), "{log}");
     assert!(log.contains("back at the front of its queue"), "{log}");
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(status(&mut con, id).as_deref(), Some("finished"), "job {i}");
         let rv = latest_result(&mut con, id);
-        let v = codec::decode_return_value(&rv["return_value"], Serializer::Pickle).unwrap();
+        let v = return_value(&rv);
         assert_eq!(v, PyValue::Int(i as i64 + 1));
         let entries: i64 = con.xlen(format!("rq:results:{id}")).unwrap();
         assert_eq!(entries, 1, "job {i} ran once");
@@ -826,13 +741,10 @@ fn a_slot_panic_between_jobs_puts_the_next_job_back_and_the_slot_carries_on() {
 
 #[test]
 fn a_slot_panic_while_a_job_is_held_fails_that_job_readably_and_only_it() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "panicky";
     let ids = enqueue_adds(&mut con, q, 5);
-    let out = burst(&redis, &[q, "--test-faults", "slot-panic-before-record=2"]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = burst_ok(&redis, &[q, "--test-faults", "slot-panic-before-record=2"]);
     for (i, id) in ids.iter().enumerate() {
         let want = if i == 1 { "failed" } else { "finished" };
         assert_eq!(status(&mut con, id).as_deref(), Some(want), "job {i}: {log}");
@@ -848,8 +760,7 @@ fn a_slot_panic_while_a_job_is_held_fails_that_job_readably_and_only_it() {
 
 #[test]
 fn a_slot_that_keeps_panicking_gives_up_and_the_process_exits_non_zero() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "panicky";
     let id = enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
     let out = burst(
@@ -876,8 +787,7 @@ fn a_slot_that_keeps_panicking_gives_up_and_the_process_exits_non_zero() {
 /// exc_info, the worker never panics, and nothing is left started or queued.
 #[test]
 fn odd_values_in_any_job_field_never_break_the_worker() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "odd";
     let numbers: &[&str] = &[
         "9223372036854775807",
@@ -944,9 +854,7 @@ fn odd_values_in_any_job_field_never_break_the_worker() {
         push(&mut con, "rq_worker.diag.add", &[(field, v)]);
     }
     let total = cases.len();
-    let out = burst(&redis, &[q, "--concurrency", "2"]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = burst_ok(&redis, &[q, "--concurrency", "2"]);
     assert!(!log.contains("panicked"), "{log}");
     let mut finished = 0;
     for (id, func, what) in &cases {
@@ -965,20 +873,19 @@ fn odd_values_in_any_job_field_never_break_the_worker() {
         }
     }
     assert!(finished > total / 4, "most add jobs ran: {finished} of {total}");
-    let wip: i64 = con.zcard(format!("rq:wip:{q}")).unwrap();
-    let inter: i64 = con.llen(format!("rq:queue:{q}:intermediate")).unwrap();
-    let queued: i64 = con.llen(format!("rq:queue:{q}")).unwrap();
-    assert_eq!((wip, inter, queued), (0, 0, 0), "nothing left started or queued");
+    assert_eq!(
+        in_flight(&mut con, q),
+        (0, 0, 0),
+        "nothing left started or queued"
+    );
 }
 
 #[test]
 fn the_cleaning_lock_is_held_only_while_cleaning() {
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (redis, mut con) = TestRedis::with_con();
     let q = "locks";
     enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
-    let out = burst(&redis, &[q]);
-    assert!(out.status.success());
+    burst_ok(&redis, &[q]);
     let exists: bool = con.exists(format!("rq:clean_registries:{q}")).unwrap();
     assert!(!exists, "released after the pass");
     // One held by someone else (an RQ worker holds it for 899 s) is respected and left alone.
@@ -990,7 +897,7 @@ fn the_cleaning_lock_is_held_only_while_cleaning() {
         .query(&mut con)
         .unwrap();
     let _: () = con.zadd(format!("rq:finished:{q}"), "expired-entry", 1).unwrap();
-    assert!(burst(&redis, &[q]).status.success());
+    burst_ok(&redis, &[q]);
     let left: Option<f64> = con.zscore(format!("rq:finished:{q}"), "expired-entry").unwrap();
     assert!(left.is_some(), "not cleaned under another worker's lock");
     let held: String = con.get(format!("rq:clean_registries:{q}")).unwrap();
@@ -1012,9 +919,7 @@ fn the_startup_check_accepts_this_redis_and_logs_its_version() {
         "tests need Redis 6.2+, got {version}"
     );
     // An empty queue: the burst worker starts (registers, runs maintenance) and stops.
-    let out = burst(&redis, &["--name", "w1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = burst_ok(&redis, &["--name", "w1"]);
     assert!(
         stderr.contains(&format!("Redis {version} (rq-worker needs 6.2 or later)")),
         "{stderr}"
@@ -1029,8 +934,7 @@ fn the_startup_check_accepts_this_redis_and_logs_its_version() {
 #[test]
 fn the_intermediate_check_marks_then_puts_back() {
     use rq_worker::rq::maintenance::{self, Cleaned};
-    let redis = TestRedis::start();
-    let mut con = redis.con();
+    let (_redis, mut con) = TestRedis::with_con();
     let keys = Keys::new("rq");
     let other = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);

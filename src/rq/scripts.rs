@@ -662,3 +662,463 @@ pub fn clean_group(
         .invoke(con)?;
     Ok((removed, gone == 1))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The wrappers without Redis: a [`Fake`] connection records the command each wrapper sends
+    //! and answers with a canned reply. What the scripts do with the arguments is the integration
+    //! tests' job (`tests/worker.rs`, `compat-tests/`), against a real Redis.
+
+    use super::*;
+
+    /// One canned reply per command; records every command sent, as its RESP bulk strings.
+    struct Fake {
+        replies: std::collections::VecDeque<Value>,
+        sent: Vec<Vec<String>>,
+    }
+
+    impl Fake {
+        fn answering(reply: Value) -> Fake {
+            Fake {
+                replies: [reply].into(),
+                sent: Vec::new(),
+            }
+        }
+
+        /// The script arguments (ARGV) of the one EVALSHA sent.
+        fn argv(&self) -> Vec<String> {
+            assert_eq!(self.sent.len(), 1, "one command: {:?}", self.sent);
+            let cmd = &self.sent[0];
+            assert_eq!(cmd[0], "EVALSHA");
+            assert_eq!(cmd[2], "0", "no KEYS");
+            cmd[3..].to_vec()
+        }
+    }
+
+    /// `*N\r\n` then N times `$LEN\r\nBYTES\r\n`, as redis-rs packs a command.
+    fn unpack(mut b: &[u8]) -> Vec<String> {
+        fn line<'a>(b: &mut &'a [u8]) -> &'a str {
+            let end = b.windows(2).position(|w| w == b"\r\n").expect("CRLF");
+            let l = std::str::from_utf8(&b[..end]).expect("header");
+            *b = &b[end + 2..];
+            l
+        }
+        let n: usize = line(&mut b)
+            .strip_prefix('*')
+            .expect("array")
+            .parse()
+            .unwrap();
+        (0..n)
+            .map(|_| {
+                let len: usize = line(&mut b)
+                    .strip_prefix('$')
+                    .expect("bulk")
+                    .parse()
+                    .unwrap();
+                let s = String::from_utf8(b[..len].to_vec()).unwrap();
+                b = &b[len + 2..];
+                s
+            })
+            .collect()
+    }
+
+    impl ConnectionLike for Fake {
+        fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<Value> {
+            self.sent.push(unpack(cmd));
+            Ok(self.replies.pop_front().expect("a canned reply left"))
+        }
+        fn req_packed_commands(
+            &mut self,
+            _: &[u8],
+            _: usize,
+            _: usize,
+        ) -> redis::RedisResult<Vec<Value>> {
+            unimplemented!("the script wrappers send no pipelines")
+        }
+        fn get_db(&self) -> i64 {
+            0
+        }
+        fn check_connection(&mut self) -> bool {
+            true
+        }
+        fn is_open(&self) -> bool {
+            true
+        }
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn arr(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| bulk(s)).collect())
+    }
+
+    /// Name/value pairs, with the clock's values (`iso`, `now`, `now_f`) checked for shape and
+    /// replaced by `<clock>`.
+    fn pairs(argv: &[String]) -> Vec<(&str, &str)> {
+        assert_eq!(argv.len() % 2, 0, "name/value pairs: {argv:?}");
+        argv.chunks(2)
+            .map(|p| match p[0].as_str() {
+                "iso" => {
+                    assert!(p[1].ends_with('Z') && p[1].contains('T'), "{}", p[1]);
+                    ("iso", "<clock>")
+                }
+                "now" => {
+                    assert!(p[1].parse::<i64>().unwrap() > 1_700_000_000);
+                    ("now", "<clock>")
+                }
+                "now_f" => {
+                    assert!(p[1].parse::<f64>().unwrap() > 1.7e9);
+                    ("now_f", "<clock>")
+                }
+                name => (name, p[1].as_str()),
+            })
+            .collect()
+    }
+
+    fn sample_finish(outcome: Outcome) -> Finish<'static> {
+        Finish {
+            job_id: "j1",
+            origin: "default",
+            worker: "w1",
+            execution_id: "e1",
+            member: "j1:e1",
+            outcome,
+            started_f: "1.5".into(),
+            ended_f: "2.5".into(),
+            return_value: "cnY=".into(),
+            exc_string: String::new(),
+            default_result_ttl: 500,
+            working_time_secs: 1.25,
+            worker_ttl: 480,
+        }
+    }
+
+    /// The pairs every finish call sends, for `sample_finish(outcome)`.
+    fn finish_pairs(
+        outcome: &'static str,
+        allow_retry: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
+        let counter = if outcome == "finished" {
+            "successful_job_count"
+        } else {
+            "failed_job_count"
+        };
+        vec![
+            ("prefix", "rq"),
+            ("job_id", "j1"),
+            ("origin", "default"),
+            ("worker", "w1"),
+            ("execution_id", "e1"),
+            ("member", "j1:e1"),
+            ("outcome", outcome),
+            ("allow_retry", allow_retry),
+            ("iso", "<clock>"),
+            ("now", "<clock>"),
+            ("now_f", "<clock>"),
+            ("started_f", "1.5"),
+            ("ended_f", "2.5"),
+            ("return_value", "cnY="),
+            ("exc_string", ""),
+            ("default_result_ttl", "500"),
+            ("working_time", "1.250000"),
+            ("worker_ttl", "480"),
+            ("counter", counter),
+        ]
+    }
+
+    #[test]
+    fn finish_sends_name_value_pairs_for_each_outcome() {
+        let keys = Keys::new("rq");
+        for (outcome, name, retry) in [
+            (Outcome::Finished, "finished", "0"),
+            (Outcome::Failed { allow_retry: true }, "failed", "1"),
+            (Outcome::Failed { allow_retry: false }, "failed", "0"),
+            (Outcome::Stopped, "stopped", "0"),
+        ] {
+            let mut con = Fake::answering(arr(&[name]));
+            let r = finish(&mut con, &keys, &sample_finish(outcome)).unwrap();
+            assert_eq!(pairs(&con.argv()), finish_pairs(name, retry), "{outcome:?}");
+            assert!(
+                matches!(
+                    (&r, name),
+                    (Recorded::Finished, "finished")
+                        | (Recorded::Failed, "failed")
+                        | (Recorded::Stopped, "stopped")
+                ),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn finish_and_start_and_finish_replay_append_their_pairs() {
+        let keys = Keys::new("rq");
+        let queues = ["high".to_string(), "low".to_string()];
+        let next = NextStart {
+            queues: &queues,
+            execution_id: "e2",
+            interval_secs: 35,
+            layout: Layout::Compat,
+        };
+        let mut f = sample_finish(Outcome::Finished);
+        f.working_time_secs = -3.0; // a clock that stepped back is sent as 0
+
+        let mut con = Fake::answering(Value::Array(vec![arr(&["finished"]), arr(&["empty"])]));
+        finish_and_start(&mut con, &keys, &f, &next).unwrap();
+        let mut want = finish_pairs("finished", "0");
+        want[16] = ("working_time", "0.000000");
+        want.extend([
+            ("next_queues", "high,low"),
+            ("next_execution_id", "e2"),
+            ("next_interval", "35"),
+            ("next_compat", "1"),
+        ]);
+        assert_eq!(pairs(&con.argv()), want);
+
+        let v2 = NextStart {
+            layout: Layout::V2,
+            ..next
+        };
+        let mut con = Fake::answering(arr(&["finished"]));
+        finish_and_start(&mut con, &keys, &f, &v2).unwrap();
+        assert_eq!(pairs(&con.argv()).last(), Some(&("next_compat", "0")));
+
+        let mut con = Fake::answering(arr(&["replayed"]));
+        let r = finish_replay(&mut con, &keys, &f, "e9").unwrap();
+        assert_eq!(r, Recorded::Replayed);
+        let mut want = finish_pairs("finished", "0");
+        want[16] = ("working_time", "0.000000");
+        want.extend([("replay", "1"), ("lost_next_execution_id", "e9")]);
+        assert_eq!(pairs(&con.argv()), want);
+    }
+
+    #[test]
+    fn start_sends_pop_or_moved_pairs() {
+        let keys = Keys::new("rq");
+        let queues = ["a".to_string(), "b".to_string()];
+        let common = [
+            ("prefix", "rq"),
+            ("worker", "w1"),
+            ("execution_id", "e1"),
+            ("iso", "<clock>"),
+            ("now_f", "<clock>"),
+            ("now", "<clock>"),
+            ("interval", "30"),
+        ];
+        let pop = StartFrom::Pop { queues: &queues };
+        let pop_pairs = [
+            ("compat", "1"),
+            ("check_suspended", "1"),
+            ("mode", "pop"),
+            ("queues", "a,b"),
+        ];
+        let moved = StartFrom::Moved {
+            queue: "a",
+            job_id: "j1",
+        };
+        let moved_pairs = [
+            ("compat", "0"),
+            ("check_suspended", "0"),
+            ("mode", "moved"),
+            ("queue", "a"),
+            ("job_id", "j1"),
+        ];
+        for (from, layout, check_suspended, reply, rest, outcome) in [
+            (pop, Layout::Compat, true, "empty", &pop_pairs[..], "Empty"),
+            (
+                moved,
+                Layout::V2,
+                false,
+                "suspended",
+                &moved_pairs[..],
+                "Suspended",
+            ),
+        ] {
+            let mut con = Fake::answering(arr(&[reply]));
+            let r = start(
+                &mut con,
+                &keys,
+                from,
+                "w1",
+                "e1",
+                30,
+                layout,
+                check_suspended,
+            );
+            assert_eq!(format!("{:?}", r.unwrap()), outcome);
+            assert_eq!(pairs(&con.argv()), [&common[..], rest].concat());
+        }
+    }
+
+    #[test]
+    fn unstart_sends_positional_arguments_and_reads_an_optional_id() {
+        let keys = Keys::new("rq");
+        let mut con = Fake::answering(bulk("j1"));
+        assert_eq!(
+            unstart(&mut con, &keys, "w1", "e1").unwrap().as_deref(),
+            Some("j1")
+        );
+        assert_eq!(con.argv(), ["rq", "w1", "e1"]);
+        // Lua's false arrives as nil: nothing was put back.
+        let mut con = Fake::answering(Value::Nil);
+        assert_eq!(unstart(&mut con, &keys, "w1", "e1").unwrap(), None);
+    }
+
+    #[test]
+    fn requeue_intermediate_reads_every_answer() {
+        let keys = Keys::new("rq");
+        for (reply, want) in [
+            ("requeued", Requeued::Requeued),
+            ("dangling", Requeued::Dangling),
+            ("gone", Requeued::Gone),
+            ("fail", Requeued::Fail),
+            ("anything else", Requeued::Fail),
+        ] {
+            let mut con = Fake::answering(bulk(reply));
+            assert_eq!(
+                requeue_intermediate(&mut con, &keys, "q", "j1").unwrap(),
+                want
+            );
+            assert_eq!(con.argv(), ["rq", "q", "j1"]);
+        }
+        let mut con = Fake::answering(Value::Array(vec![]));
+        assert!(requeue_intermediate(&mut con, &keys, "q", "j1").is_err());
+    }
+
+    #[test]
+    fn start_replies_of_every_shape() {
+        let started = Value::Array(vec![
+            bulk("started"),
+            bulk("default"),
+            bulk("j1"),
+            bulk("j1:e1"),
+            Value::Int(45),
+            Value::Array(vec![
+                bulk("status"),
+                bulk("started"),
+                bulk("data"),
+                Value::BulkString(vec![0xff, 0x00]),
+                bulk("odd-one-out"),
+            ]),
+        ]);
+        let StartOutcome::Started(s) = parse_start_reply(started).unwrap() else {
+            panic!("not started")
+        };
+        assert_eq!((s.queue.as_str(), s.job_id.as_str()), ("default", "j1"));
+        assert_eq!((s.member.as_str(), s.ttl), ("j1:e1", 45));
+        assert_eq!(
+            s.fields.len(),
+            2,
+            "the unpaired name is skipped: {:?}",
+            s.fields
+        );
+        assert_eq!(s.fields["status"], b"started");
+        assert_eq!(s.fields["data"], [0xff, 0x00]);
+
+        // A ttl that is not a number falls back to 90; no field list is no fields.
+        let r = parse_start_reply(arr(&["started", "q", "j", "m", "soon", "not a list"])).unwrap();
+        let StartOutcome::Started(s) = r else {
+            panic!("not started")
+        };
+        assert_eq!((s.ttl, s.fields.len()), (90, 0));
+
+        assert!(matches!(
+            parse_start_reply(arr(&["empty"])),
+            Ok(StartOutcome::Empty)
+        ));
+        let simple = Value::Array(vec![Value::SimpleString("suspended".into())]);
+        assert!(matches!(
+            parse_start_reply(simple),
+            Ok(StartOutcome::Suspended)
+        ));
+
+        for bad in [
+            Value::Nil,
+            Value::Okay,
+            Value::Int(1),
+            bulk("started"),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Nil]),
+            arr(&["started", "q", "j", "m", "90"]),
+            arr(&["what"]),
+        ] {
+            assert!(parse_start_reply(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn finish_replies_of_every_shape() {
+        let keys = Keys::new("rq");
+        let f = sample_finish(Outcome::Failed { allow_retry: true });
+        let record = |reply: Value| finish(&mut Fake::answering(reply), &keys, &f);
+        for (reply, want) in [
+            (arr(&["finished"]), Recorded::Finished),
+            (arr(&["failed"]), Recorded::Failed),
+            (arr(&["stopped"]), Recorded::Stopped),
+            (arr(&["retried"]), Recorded::Retried),
+            (arr(&["scheduled", "30"]), Recorded::Scheduled("30".into())),
+            (
+                Value::Array(vec![bulk("scheduled"), Value::Int(7)]),
+                Recorded::Scheduled("7".into()),
+            ),
+            (arr(&["scheduled"]), Recorded::Scheduled(String::new())),
+            (arr(&["gone"]), Recorded::Gone),
+            (arr(&["replayed"]), Recorded::Replayed),
+        ] {
+            assert_eq!(record(reply.clone()).unwrap(), want, "{reply:?}");
+        }
+        for bad in [
+            Value::Nil,
+            bulk("finished"),
+            Value::Array(vec![]),
+            arr(&["done"]),
+            // The fused shape, but no next start was asked for.
+            Value::Array(vec![arr(&["finished"]), arr(&["empty"])]),
+        ] {
+            assert!(record(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn finish_and_start_replies_of_every_shape() {
+        let keys = Keys::new("rq");
+        let f = sample_finish(Outcome::Finished);
+        let queues = ["q".to_string()];
+        let next = NextStart {
+            queues: &queues,
+            execution_id: "e2",
+            interval_secs: 30,
+            layout: Layout::V2,
+        };
+        let fused = |reply: Value| finish_and_start(&mut Fake::answering(reply), &keys, &f, &next);
+
+        let started = ["started", "q", "j2", "j2:e2", "30"].map(bulk);
+        let started = Value::Array([&started[..], &[Value::Array(vec![])]].concat());
+        let (r, s) = fused(Value::Array(vec![arr(&["finished"]), started])).unwrap();
+        assert_eq!(r, Recorded::Finished);
+        assert!(
+            matches!(s, StartOutcome::Started(ref s) if s.job_id == "j2"),
+            "{s:?}"
+        );
+
+        let (r, s) = fused(Value::Array(vec![arr(&["gone"]), arr(&["suspended"])])).unwrap();
+        assert_eq!(r, Recorded::Gone);
+        assert!(matches!(s, StartOutcome::Suspended));
+        // The unfused shape: recorded, nothing started.
+        let (r, s) = fused(arr(&["retried"])).unwrap();
+        assert_eq!(r, Recorded::Retried);
+        assert!(matches!(s, StartOutcome::Empty));
+
+        for bad in [
+            Value::Nil,
+            Value::Array(vec![arr(&["finished"])]),
+            Value::Array(vec![arr(&["finished"]), arr(&["nonsense"])]),
+            Value::Array(vec![arr(&["nonsense"]), arr(&["empty"])]),
+            Value::Array(vec![Value::Array(vec![]), arr(&["empty"])]),
+        ] {
+            assert!(fused(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+}

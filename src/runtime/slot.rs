@@ -1145,3 +1145,139 @@ fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &st
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> SlotShared {
+        SlotShared::new(WorkerInfo {
+            name: "w1".into(),
+            queues: vec!["default".into()],
+            pid: 1,
+            hostname: "host".into(),
+            ip_address: "unknown".into(),
+            version: "2.6.0".into(),
+            python_version: "3.12".into(),
+        })
+    }
+
+    #[test]
+    fn held_starts_are_what_recover_would_put_back() {
+        let slot = shared();
+        assert!(slot.take_held_starts().is_empty());
+        slot.hold_start("e1");
+        slot.hold_start("e2");
+        slot.hold_start("e3");
+        slot.release_start("e2");
+        slot.release_start("never-held");
+        assert_eq!(slot.take_held_starts(), ["e1", "e3"]);
+        assert!(slot.take_held_starts().is_empty(), "taken once");
+        slot.hold_start("e4");
+        slot.release_start("e4");
+        assert!(slot.take_held_starts().is_empty());
+    }
+
+    #[test]
+    fn held_starts_survive_a_poisoned_lock() {
+        // recover() runs after a panic, possibly one raised while the lock was held.
+        let slot = Arc::new(shared());
+        slot.hold_start("e1");
+        let s = slot.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = s.held_starts.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(slot.held_starts.is_poisoned());
+        slot.hold_start("e2");
+        slot.release_start("e1");
+        assert_eq!(slot.take_held_starts(), ["e2"]);
+    }
+
+    #[test]
+    fn running_is_shared_and_cleared() {
+        let slot = shared();
+        assert!(slot.running().is_none());
+        slot.set_running(Some(Running {
+            job_id: "j1".into(),
+            execution_id: "e1".into(),
+            member: "j1".into(),
+            origin: "default".into(),
+            started: Instant::now(),
+            timeout: Some(180),
+        }));
+        let r = slot.running().unwrap();
+        assert_eq!((r.job_id.as_str(), r.timeout), ("j1", Some(180)));
+        slot.set_running(None);
+        assert!(slot.running().is_none());
+    }
+
+    #[test]
+    fn round_robin_moves_the_served_queue_last() {
+        let mut q: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        rotate_after(&mut q, "b");
+        assert_eq!(q, ["a", "c", "d", "b"]);
+        rotate_after(&mut q, "b");
+        assert_eq!(q, ["a", "c", "d", "b"], "the last one stays last");
+        rotate_after(&mut q, "a");
+        assert_eq!(q, ["c", "d", "b", "a"]);
+        rotate_after(&mut q, "unknown");
+        assert_eq!(q, ["c", "d", "b", "a"]);
+        let mut empty: Vec<String> = vec![];
+        rotate_after(&mut empty, "a");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn exc_summary_splits_a_traceback_and_keeps_other_text_whole() {
+        let tb = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nValueError: bad: value\n\n";
+        assert_eq!(exc_summary(tb), ("ValueError", "bad: value"));
+        // The last line without `Type: message` is all message.
+        assert_eq!(
+            exc_summary("Traceback (most recent call last):\nKeyboardInterrupt\n"),
+            ("", "Traceback (most recent call last):\nKeyboardInterrupt")
+        );
+        assert_eq!(
+            exc_summary("RuntimeError: not a traceback\n"),
+            ("", "RuntimeError: not a traceback")
+        );
+        assert_eq!(exc_summary(""), ("", ""));
+    }
+
+    #[test]
+    fn job_tags_and_function_names_for_log_lines() {
+        let tag = |func| {
+            JobTag {
+                job_id: "j1",
+                func,
+                queue: "q",
+                worker: "w1",
+            }
+            .to_string()
+        };
+        assert_eq!(tag("app.f"), "job_id=j1 func=app.f queue=q worker=w1");
+        assert_eq!(tag(""), "job_id=j1 queue=q worker=w1");
+
+        let mut fields = std::collections::HashMap::new();
+        assert_eq!(func_from_description(&fields), "");
+        fields.insert("description".to_string(), b"app.tasks.add(1, 2)".to_vec());
+        assert_eq!(func_from_description(&fields), "app.tasks.add");
+        fields.insert("description".to_string(), b"no_parens".to_vec());
+        assert_eq!(func_from_description(&fields), "no_parens");
+    }
+
+    #[test]
+    fn decided_failures_carry_their_text_encoded() {
+        let d = Decided::failed("ValueError: x".into());
+        assert_eq!(d.outcome, Outcome::Failed { allow_retry: true });
+        assert_eq!((d.status_word, d.return_value.as_str()), ("failed", ""));
+        assert_eq!(
+            codec::decode_exc_string(&d.exc_string).unwrap(),
+            "ValueError: x"
+        );
+        assert_eq!(d.exc_text, "ValueError: x");
+        let d = Decided::failure(Outcome::Stopped, "stopped".into(), "stopped");
+        assert_eq!((d.outcome, d.status_word), (Outcome::Stopped, "stopped"));
+    }
+}

@@ -135,6 +135,13 @@ impl TestRedis {
         }
     }
 
+    /// Start redis-server and open a connection to it, as most tests begin.
+    pub fn with_con() -> (TestRedis, redis::Connection) {
+        let redis = TestRedis::start();
+        let con = redis.con();
+        (redis, con)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -203,6 +210,26 @@ pub fn burst(redis: &TestRedis, args: &[&str]) -> Output {
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// Assert that the run `out` exited successfully (its log in the failure message); returns the
+/// log (stderr).
+pub fn succeeded(out: &Output) -> String {
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
+/// [`burst`], asserted successful; returns its log.
+pub fn burst_ok(redis: &TestRedis, args: &[&str]) -> String {
+    succeeded(&burst(redis, args))
+}
+
+/// Ask a running worker for a warm shutdown (SIGTERM), as `kill -TERM` would.
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }
 
 /// Start a long-running `rq-worker --url URL ARGS...` (no burst); the caller stops it. The

@@ -16,6 +16,9 @@ use rq_worker::jobs::{
 };
 use rq_worker::rq::value::PyValue;
 
+pub const EXTRACT: &str = "jobs.ingest_extract.ingest_extract";
+pub const INDEX: &str = "jobs.ingest_index.ingest_index";
+
 pub const STORAGE_KEY: &str = "service-role-test-key";
 pub const OPENAI_KEY: &str = "sk-test";
 
@@ -262,9 +265,44 @@ impl World {
     }
 
     pub fn registry(&self) -> Registry {
-        let mut r = Registry::new();
-        rq_worker::jobs::ingest::register(&mut r, &self.config, 2);
-        r
+        registry_for(&self.config, 2)
+    }
+
+    /// Run the extract job on an uploaded document, with hooks no one reads.
+    pub fn extract(&self, reg: &Registry, doc: &str, path: &str) -> Result<PyValue, JobError> {
+        call(
+            reg,
+            &Recorder::default(),
+            EXTRACT,
+            vec![],
+            self.extract_args(doc, path),
+        )
+    }
+
+    /// Run the index job on a document, with hooks no one reads.
+    pub fn index(&self, reg: &Registry, doc: &str) -> Result<PyValue, JobError> {
+        call(
+            reg,
+            &Recorder::default(),
+            INDEX,
+            vec![],
+            self.index_args(doc),
+        )
+    }
+
+    /// Set the document's status, as the platform's API does before it enqueues a (re)run.
+    pub fn set_status(&self, doc: &str, status: &str) {
+        self.db()
+            .execute(
+                "UPDATE documents SET status = $2 WHERE id = $1::text::uuid",
+                &[&doc, &status],
+            )
+            .unwrap();
+    }
+
+    /// The first column of the one row `sql` returns for document `$1`.
+    pub fn scalar<T: for<'a> postgres::types::FromSql<'a>>(&self, sql: &str, doc: &str) -> T {
+        self.db().query_one(sql, &[&doc]).unwrap().get(0)
     }
 
     pub fn status(&self, document_id: &str) -> (String, Option<String>, Option<i32>) {
@@ -358,6 +396,13 @@ impl Recorder {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     }
+}
+
+/// The ingestion jobs registered with `config`, sharing services sized for `concurrency` jobs.
+pub fn registry_for(config: &IngestConfig, concurrency: usize) -> Registry {
+    let mut r = Registry::new();
+    rq_worker::jobs::ingest::register(&mut r, config, concurrency);
+    r
 }
 
 /// Run a registered job by name with keyword arguments.
