@@ -367,12 +367,14 @@ fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connec
             scripts::start(
                 con,
                 &process.keys,
-                StartFrom::Pop { queues: &queues },
-                &name,
-                &execution_id,
-                cfg.job_monitoring_interval,
-                process.layout,
-                true,
+                scripts::StartRequest {
+                    from: StartFrom::Pop { queues: &queues },
+                    worker: &name,
+                    execution_id: &execution_id,
+                    interval_secs: cfg.job_monitoring_interval,
+                    layout: process.layout,
+                    check_suspended: true,
+                },
             )
         });
         match started {
@@ -459,15 +461,17 @@ fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connec
                             let r = scripts::start(
                                 con,
                                 &process.keys,
-                                StartFrom::Moved {
-                                    queue: &q,
-                                    job_id: &job_id,
+                                scripts::StartRequest {
+                                    from: StartFrom::Moved {
+                                        queue: &q,
+                                        job_id: &job_id,
+                                    },
+                                    worker: &name,
+                                    execution_id: &execution_id,
+                                    interval_secs: cfg.job_monitoring_interval,
+                                    layout: process.layout,
+                                    check_suspended: false,
                                 },
-                                &name,
-                                &execution_id,
-                                cfg.job_monitoring_interval,
-                                process.layout,
-                                false,
                             );
                             match r {
                                 Ok(StartOutcome::Started(s)) => pending = Some((s, execution_id)),
