@@ -623,22 +623,24 @@ fn maintenance_puts_back_a_job_that_never_started() {
 /// maintenance put it back in its queue meanwhile, it runs from there and is not started twice.
 #[test]
 fn a_moved_job_taken_back_by_maintenance_is_not_started() {
-    use rq_worker::rq::scripts::{self, Layout, StartFrom, StartOutcome};
+    use rq_worker::rq::scripts::{self, Layout, StartFrom, StartOutcome, StartRequest};
     let (_redis, mut con) = TestRedis::with_con();
     let id = enqueue(&mut con, "default", "rq_worker.diag.noop", vec![]);
     // The id is in its queue (put back), not in the intermediate list.
     let r = scripts::start(
         &mut con,
         &Keys::new("rq"),
-        StartFrom::Moved {
-            queue: "default",
-            job_id: &id,
+        StartRequest {
+            from: StartFrom::Moved {
+                queue: "default",
+                job_id: &id,
+            },
+            worker: "w1",
+            execution_id: "0123456789abcdef0123456789abcdef",
+            interval_secs: 30,
+            layout: Layout::Compat,
+            check_suspended: false,
         },
-        "w1",
-        "0123456789abcdef0123456789abcdef",
-        30,
-        Layout::Compat,
-        false,
     )
     .unwrap();
     assert!(matches!(r, StartOutcome::Empty), "{r:?}");

@@ -113,6 +113,8 @@ impl Font {
         }
     }
 
+    /// A simple font (Type1, TrueType, MMType1) or, with `type3`, a Type3 font: one-byte codes,
+    /// each with its text (see `SimpleEncoding`) and its advance width (see `simple_widths`).
     fn load_simple(
         doc: &Document,
         dict: &Dictionary,
@@ -120,198 +122,21 @@ impl Font {
         to_unicode: Option<CMap>,
         budget: &mut Budget,
     ) -> Font {
-        let base_font = dict
-            .get(b"BaseFont")
-            .ok()
-            .and_then(|o| name_of(doc, o))
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
-        // Strip a subset tag like "ABCDEF+".
-        let base_name = match base_font.split_once('+') {
-            Some((tag, rest)) if tag.len() == 6 => rest.to_string(),
-            _ => base_font.clone(),
-        };
+        let base_name = base_font_name(doc, dict);
         let descriptor = dict
             .get(b"FontDescriptor")
             .ok()
             .and_then(|o| dict_of(doc, o));
-        let flags = descriptor
-            .and_then(|d| d.get(b"Flags").ok())
-            .and_then(|o| num_of(doc, o))
-            .unwrap_or(0.0) as i64;
-        let symbolic = flags & 4 != 0 && flags & 32 == 0;
-        let subtype = dict
-            .get(b"Subtype")
-            .ok()
-            .and_then(|o| name_of(doc, o))
-            .unwrap_or(b"Type1");
-        let lower = base_name.to_ascii_lowercase();
-
-        // Base encoding by default: the font's own.
-        let builtin_default = if lower.starts_with("symbol") {
-            Some(BaseEncoding::Symbol)
-        } else if lower.starts_with("zapfdingbats") || lower.starts_with("dingbats") {
-            Some(BaseEncoding::ZapfDingbats)
-        } else {
-            None
-        };
-        let mut base = builtin_default.unwrap_or(if subtype == b"TrueType" {
-            BaseEncoding::WinAnsi
-        } else {
-            BaseEncoding::Standard
-        });
-        let mut names: Vec<Option<String>> = vec![None; 256];
-        let mut explicit_base = false;
-        // Built-in encoding of an embedded Type1 program, used when /Encoding gives no base.
-        let mut builtin_names: Option<Vec<Option<String>>> = None;
-        let enc = dict.get(b"Encoding").ok().map(|o| deref(doc, o));
-        match enc {
-            Some(Object::Name(n)) => {
-                if let Some(b) = BaseEncoding::from_name(n) {
-                    base = b;
-                    explicit_base = true;
-                }
-            }
-            Some(Object::Dictionary(d)) => {
-                if let Some(b) = d
-                    .get(b"BaseEncoding")
-                    .ok()
-                    .and_then(|o| name_of(doc, o))
-                    .and_then(BaseEncoding::from_name)
-                {
-                    base = b;
-                    explicit_base = true;
-                }
-                if let Ok(diffs) = d.get(b"Differences") {
-                    if let Object::Array(arr) = deref(doc, diffs) {
-                        let mut code: i64 = 0;
-                        for item in arr {
-                            match deref(doc, item) {
-                                Object::Integer(i) => code = *i,
-                                Object::Real(r) => code = *r as i64,
-                                Object::Name(n) => {
-                                    if (0..256).contains(&code) {
-                                        names[code as usize] =
-                                            Some(String::from_utf8_lossy(n).into_owned());
-                                    }
-                                    code += 1;
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        if !explicit_base && builtin_default.is_none() && !type3 {
-            if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile").ok()) {
-                builtin_names =
-                    stream_bytes(doc, ff, budget).and_then(|d| type1_builtin_encoding(&d));
-            } else if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile3").ok()) {
-                builtin_names =
-                    stream_bytes(doc, ff, budget).and_then(|d| super::cff::builtin_encoding(&d));
-            }
-        }
-        let mut simple = vec![String::new(); 256];
-        let mut unknown_numeric = 0usize;
-        let mut named = 0usize;
-        for n in names.iter().flatten() {
-            named += 1;
-            if glyph_to_unicode(n).is_none() && numeric_name_code(n).is_some() {
-                unknown_numeric += 1;
-            }
-        }
-        let numeric_font = named > 0 && unknown_numeric * 2 > named;
-        for code in 0..256usize {
-            let mut text = None;
-            if let Some(name) = &names[code] {
-                text = glyph_to_unicode(name);
-                if text.is_none() && numeric_font {
-                    text = numeric_name_code(name)
-                        .and_then(char::from_u32)
-                        .filter(|c| !c.is_control())
-                        .map(String::from);
-                }
-            } else if let Some(bn) = builtin_names.as_ref().and_then(|b| b[code].as_ref()) {
-                text = glyph_to_unicode(bn);
-            }
-            if text.is_none() && (names[code].is_none() || !type3) {
-                // Unknown or absent name: the base encoding's character (never drop the font).
-                let fallback = if symbolic && !explicit_base && builtin_default.is_none() {
-                    // Symbolic fonts without an encoding: codes are often plain Latin-1 (or
-                    // F0xx-offset symbol codes mapped down to 8 bits).
-                    BaseEncoding::WinAnsi
-                } else {
-                    base
-                };
-                text = fallback.char_for(code as u8).map(String::from);
-            }
-            simple[code] = text.unwrap_or_default();
-        }
-
-        // Widths.
-        let scale = if type3 {
-            dict.get(b"FontMatrix")
-                .ok()
-                .and_then(|o| match deref(doc, o) {
-                    Object::Array(a) => a.first().and_then(|x| num_of(doc, x)),
-                    _ => None,
-                })
-                .map(|v| v.abs())
-                .filter(|v| v.is_finite() && *v > 0.0)
-                .unwrap_or(0.001)
-        } else {
-            0.001
-        };
+        let encoding = SimpleEncoding::read(doc, dict, descriptor, &base_name, type3, budget);
+        let simple = encoding.code_texts(type3);
+        let scale = if type3 { type3_scale(doc, dict) } else { 0.001 };
         let missing = descriptor
             .and_then(|d| d.get(b"MissingWidth").ok())
             .and_then(|o| num_of(doc, o))
             .unwrap_or(0.0)
             * scale;
-        let mut widths = vec![f32::NAN; 256];
-        let first = dict
-            .get(b"FirstChar")
-            .ok()
-            .and_then(|o| num_of(doc, o))
-            .unwrap_or(0.0) as i64;
-        if let Some(Object::Array(ws)) = dict.get(b"Widths").ok().map(|o| deref(doc, o)) {
-            for (i, w) in ws.iter().enumerate() {
-                let code = first + i as i64;
-                if (0..256).contains(&code) {
-                    if let Some(v) = num_of(doc, w) {
-                        widths[code as usize] = v * scale;
-                    }
-                }
-            }
-        }
-        let core = core_widths(&base_name);
-        for code in 0..256usize {
-            if widths[code].is_nan() {
-                let w = match core {
-                    Some(CoreMetrics::Fixed(w)) => Some(w),
-                    Some(CoreMetrics::Table(t)) => simple[code].chars().next().and_then(|c| {
-                        t.binary_search_by(|(k, _)| k.cmp(&c))
-                            .ok()
-                            .map(|i| t[i].1 as f32 / 1000.0)
-                    }),
-                    None => None,
-                };
-                widths[code] = w.unwrap_or(if missing > 0.0 {
-                    missing
-                } else if core.is_some() {
-                    0.5
-                } else {
-                    0.0
-                });
-            }
-        }
-        let nonzero: Vec<f32> = widths.iter().copied().filter(|w| *w > 0.0).collect();
-        let avg_width = if nonzero.is_empty() {
-            0.5
-        } else {
-            (nonzero.iter().sum::<f32>() / nonzero.len() as f32).clamp(0.05, 2.0)
-        };
+        let widths = simple_widths(doc, dict, &base_name, &simple, scale, missing);
+        let avg_width = average_width(&widths);
         // Type3 glyph space is arbitrary: take twice the average advance as the em.
         let size_scale = if type3 {
             (avg_width * 2.0).clamp(0.05, 20.0)
@@ -670,6 +495,277 @@ fn predefined_cmap(name: &str) -> CodeMap {
     match enc {
         Some(e) => CodeMap::Legacy(e),
         None => CodeMap::Identity,
+    }
+}
+
+/// A simple font's `/BaseFont` without its subset tag ("ABCDEF+"); empty when absent.
+fn base_font_name(doc: &Document, dict: &Dictionary) -> String {
+    let base_font = dict
+        .get(b"BaseFont")
+        .ok()
+        .and_then(|o| name_of(doc, o))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_default();
+    // Strip a subset tag like "ABCDEF+".
+    match base_font.split_once('+') {
+        Some((tag, rest)) if tag.len() == 6 => rest.to_string(),
+        _ => base_font.clone(),
+    }
+}
+
+/// How a simple font's one-byte codes name their characters: `/Encoding` (a base encoding and
+/// `/Differences`), the font program's built-in encoding, the font's own (Symbol, Dingbats).
+struct SimpleEncoding {
+    /// The base encoding: the one `/Encoding` names, else the font's own (Symbol,
+    /// ZapfDingbats, known by the font's name), else WinAnsi for TrueType and Standard for others.
+    base: BaseEncoding,
+    /// `/Encoding` named the base encoding.
+    explicit_base: bool,
+    /// The font is Symbol or (Zapf)Dingbats by name, and its own encoding is the base.
+    own_base: bool,
+    /// The descriptor flags the font symbolic and not nonsymbolic.
+    symbolic: bool,
+    /// Glyph names given by `/Differences`, by code.
+    names: Vec<Option<String>>,
+    /// The built-in encoding of an embedded Type1 or CFF program, read when `/Encoding` names
+    /// no base encoding (and the font is neither Symbol, Dingbats nor Type3).
+    builtin_names: Option<Vec<Option<String>>>,
+}
+
+impl SimpleEncoding {
+    /// Read the encoding of the simple font `dict` (named `base_name`, subset tag stripped).
+    fn read(
+        doc: &Document,
+        dict: &Dictionary,
+        descriptor: Option<&Dictionary>,
+        base_name: &str,
+        type3: bool,
+        budget: &mut Budget,
+    ) -> SimpleEncoding {
+        let flags = descriptor
+            .and_then(|d| d.get(b"Flags").ok())
+            .and_then(|o| num_of(doc, o))
+            .unwrap_or(0.0) as i64;
+        let symbolic = flags & 4 != 0 && flags & 32 == 0;
+        let subtype = dict
+            .get(b"Subtype")
+            .ok()
+            .and_then(|o| name_of(doc, o))
+            .unwrap_or(b"Type1");
+        let own = own_encoding(base_name);
+        let (named, names) = encoding_entry(doc, dict);
+        let explicit_base = named.is_some();
+        let base = named.or(own).unwrap_or(if subtype == b"TrueType" {
+            BaseEncoding::WinAnsi
+        } else {
+            BaseEncoding::Standard
+        });
+        let builtin_names = if !explicit_base && own.is_none() && !type3 {
+            embedded_encoding(doc, descriptor, budget)
+        } else {
+            None
+        };
+        SimpleEncoding {
+            base,
+            explicit_base,
+            own_base: own.is_some(),
+            symbolic,
+            names,
+            builtin_names,
+        }
+    }
+
+    /// The text of each code: the `/Differences` glyph name's (or, in a font whose names are
+    /// mostly unknown numbers like `/g65`, the number's), else the built-in encoding's glyph
+    /// name's, else the base encoding's character. Type3 fonts keep codes whose
+    /// `/Differences` name is unknown empty.
+    fn code_texts(&self, type3: bool) -> Vec<String> {
+        let mut simple = vec![String::new(); 256];
+        let mut unknown_numeric = 0usize;
+        let mut named = 0usize;
+        for n in self.names.iter().flatten() {
+            named += 1;
+            if glyph_to_unicode(n).is_none() && numeric_name_code(n).is_some() {
+                unknown_numeric += 1;
+            }
+        }
+        let numeric_font = named > 0 && unknown_numeric * 2 > named;
+        for code in 0..256usize {
+            let mut text = None;
+            if let Some(name) = &self.names[code] {
+                text = glyph_to_unicode(name);
+                if text.is_none() && numeric_font {
+                    text = numeric_name_code(name)
+                        .and_then(char::from_u32)
+                        .filter(|c| !c.is_control())
+                        .map(String::from);
+                }
+            } else if let Some(bn) = self.builtin_names.as_ref().and_then(|b| b[code].as_ref()) {
+                text = glyph_to_unicode(bn);
+            }
+            if text.is_none() && (self.names[code].is_none() || !type3) {
+                // Unknown or absent name: the base encoding's character (never drop the font).
+                let fallback = if self.symbolic && !self.explicit_base && !self.own_base {
+                    // Symbolic fonts without an encoding: codes are often plain Latin-1 (or
+                    // F0xx-offset symbol codes mapped down to 8 bits).
+                    BaseEncoding::WinAnsi
+                } else {
+                    self.base
+                };
+                text = fallback.char_for(code as u8).map(String::from);
+            }
+            simple[code] = text.unwrap_or_default();
+        }
+        simple
+    }
+}
+
+/// The font's own encoding when its name says it is Symbol or (Zapf)Dingbats.
+fn own_encoding(base_name: &str) -> Option<BaseEncoding> {
+    let lower = base_name.to_ascii_lowercase();
+    if lower.starts_with("symbol") {
+        Some(BaseEncoding::Symbol)
+    } else if lower.starts_with("zapfdingbats") || lower.starts_with("dingbats") {
+        Some(BaseEncoding::ZapfDingbats)
+    } else {
+        None
+    }
+}
+
+/// What the font's `/Encoding` says: the base encoding it names (itself, or as the
+/// `/BaseEncoding` of a dictionary), if known, and the glyph names its `/Differences` give, by
+/// code.
+fn encoding_entry(
+    doc: &Document,
+    dict: &Dictionary,
+) -> (Option<BaseEncoding>, Vec<Option<String>>) {
+    let mut names: Vec<Option<String>> = vec![None; 256];
+    let named = match dict.get(b"Encoding").ok().map(|o| deref(doc, o)) {
+        Some(Object::Name(n)) => BaseEncoding::from_name(n),
+        Some(Object::Dictionary(d)) => {
+            if let Ok(diffs) = d.get(b"Differences")
+                && let Object::Array(arr) = deref(doc, diffs)
+            {
+                apply_differences(doc, arr, &mut names);
+            }
+            d.get(b"BaseEncoding")
+                .ok()
+                .and_then(|o| name_of(doc, o))
+                .and_then(BaseEncoding::from_name)
+        }
+        _ => None,
+    };
+    (named, names)
+}
+
+/// Set `names[code]` from a `/Differences` array: a number gives the code of the glyph name
+/// that follows it, and each further name the next code.
+fn apply_differences(doc: &Document, arr: &[Object], names: &mut [Option<String>]) {
+    let mut code: i64 = 0;
+    for item in arr {
+        match deref(doc, item) {
+            Object::Integer(i) => code = *i,
+            Object::Real(r) => code = *r as i64,
+            Object::Name(n) => {
+                if (0..256).contains(&code) {
+                    names[code as usize] = Some(String::from_utf8_lossy(n).into_owned());
+                }
+                code += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The built-in encoding of the font program embedded in `descriptor`: a Type1 program's
+/// (`/FontFile`) or else a CFF program's (`/FontFile3`).
+fn embedded_encoding(
+    doc: &Document,
+    descriptor: Option<&Dictionary>,
+    budget: &mut Budget,
+) -> Option<Vec<Option<String>>> {
+    if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile").ok()) {
+        stream_bytes(doc, ff, budget).and_then(|d| type1_builtin_encoding(&d))
+    } else if let Some(ff) = descriptor.and_then(|d| d.get(b"FontFile3").ok()) {
+        stream_bytes(doc, ff, budget).and_then(|d| super::cff::builtin_encoding(&d))
+    } else {
+        None
+    }
+}
+
+/// A Type3 font's glyph space unit in text space: the first entry of its `/FontMatrix`
+/// (0.001, as for other fonts, when missing or unusable).
+fn type3_scale(doc: &Document, dict: &Dictionary) -> f32 {
+    dict.get(b"FontMatrix")
+        .ok()
+        .and_then(|o| match deref(doc, o) {
+            Object::Array(a) => a.first().and_then(|x| num_of(doc, x)),
+            _ => None,
+        })
+        .map(|v| v.abs())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(0.001)
+}
+
+/// Each code's advance (em per unit font size): `/Widths` from `/FirstChar` (in glyph units,
+/// times `scale`); else the standard 14 font metrics for the code's text (`simple`) when the
+/// font is one of them by name; else `missing` (`/MissingWidth`) if set, 0.5 em for a
+/// standard font and 0 otherwise.
+fn simple_widths(
+    doc: &Document,
+    dict: &Dictionary,
+    base_name: &str,
+    simple: &[String],
+    scale: f32,
+    missing: f32,
+) -> Vec<f32> {
+    let mut widths = vec![f32::NAN; 256];
+    let first = dict
+        .get(b"FirstChar")
+        .ok()
+        .and_then(|o| num_of(doc, o))
+        .unwrap_or(0.0) as i64;
+    if let Some(Object::Array(ws)) = dict.get(b"Widths").ok().map(|o| deref(doc, o)) {
+        for (i, w) in ws.iter().enumerate() {
+            let code = first + i as i64;
+            if (0..256).contains(&code)
+                && let Some(v) = num_of(doc, w)
+            {
+                widths[code as usize] = v * scale;
+            }
+        }
+    }
+    let core = core_widths(base_name);
+    for code in 0..256usize {
+        if widths[code].is_nan() {
+            let w = match core {
+                Some(CoreMetrics::Fixed(w)) => Some(w),
+                Some(CoreMetrics::Table(t)) => simple[code].chars().next().and_then(|c| {
+                    t.binary_search_by(|(k, _)| k.cmp(&c))
+                        .ok()
+                        .map(|i| t[i].1 as f32 / 1000.0)
+                }),
+                None => None,
+            };
+            widths[code] = w.unwrap_or(if missing > 0.0 {
+                missing
+            } else if core.is_some() {
+                0.5
+            } else {
+                0.0
+            });
+        }
+    }
+    widths
+}
+
+/// The mean of the positive widths, within 0.05..2 em (0.5 when there are none).
+fn average_width(widths: &[f32]) -> f32 {
+    let nonzero: Vec<f32> = widths.iter().copied().filter(|w| *w > 0.0).collect();
+    if nonzero.is_empty() {
+        0.5
+    } else {
+        (nonzero.iter().sum::<f32>() / nonzero.len() as f32).clamp(0.05, 2.0)
     }
 }
 

@@ -62,7 +62,7 @@ struct Line {
     /// The gap (along the line) at each space put in from glyph positions, in order; `None`
     /// once the line has spaces of another kind (space glyphs, insertions).
     gaps: Option<Vec<f32>>,
-    /// Letter spacing undone by TJ offsets has been seen on this line (see `push`).
+    /// Letter spacing undone by TJ offsets has been seen on this line (see `place_after`).
     tc_undone: bool,
     /// Zero-width combining marks just appended: where they start in `text` and the span of
     /// their positions along the line. Fonts that shape right-to-left text draw a mark before
@@ -72,6 +72,408 @@ struct Line {
     min_x: f32,
     max_x: f32,
     order: usize,
+}
+
+/// Where a glyph goes relative to the current line (`PageLayout::place`).
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// The glyph starts a new line.
+    new_line: bool,
+    /// A word gap opens before the glyph.
+    space_before: bool,
+    /// Drawn to the left of the previous glyph (right-to-left text shown in logical order, as
+    /// LuaTeX does): its text goes before that glyph's, keeping the line in visual order.
+    before_prev: bool,
+    /// The distance moved along the line since the previous glyph (the wider of the pen's
+    /// and the outline's), kept for lines whose letters are spaced out.
+    gap: f32,
+}
+
+impl Placement {
+    const NEW_LINE: Placement = Placement {
+        new_line: true,
+        space_before: false,
+        before_prev: false,
+        gap: 0.0,
+    };
+}
+
+/// A combining mark drawn with no advance (Arabic and Hebrew vowel signs, shaped by the
+/// producer): it never opens a word gap, and the gap to the next letter is measured from the
+/// letter before it.
+fn is_zero_width_mark(g: &PlacedGlyph<'_>) -> bool {
+    !g.text.is_empty()
+        && g.text
+            .chars()
+            .all(unicode_normalization::char::is_combining_mark)
+        && (g.end_x - g.x).abs() + (g.end_y - g.y).abs() < 0.01 * g.size.abs().max(1.0)
+}
+
+/// The text's only character, if it has exactly one.
+fn single_char(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
+}
+
+impl Line {
+    /// A new line at `g` (its `order` among the page's lines). A space glyph opening a line
+    /// (`space_only`) puts no text in it but moves the pen past it; any other glyph's text is
+    /// added next, from its origin.
+    fn open(g: &PlacedGlyph<'_>, size: f32, order: usize, space_only: bool) -> Line {
+        let (end_x, end_y, pen_x, pen_y, g_start, min_x, max_x) = if space_only {
+            (
+                g.end_x,
+                g.end_y,
+                g.pen_x,
+                g.pen_y,
+                dot((g.x, g.y), g.dir).min(dot((g.end_x, g.end_y), g.dir)),
+                g.x.min(g.end_x),
+                g.x.max(g.end_x),
+            )
+        } else {
+            (g.x, g.y, g.x, g.y, dot((g.x, g.y), g.dir), g.x, g.x)
+        };
+        Line {
+            text: String::new(),
+            dir: g.dir,
+            x0: g.x,
+            y0: g.y,
+            end_x,
+            end_y,
+            pen_x,
+            pen_y,
+            base_x: g.x,
+            base_y: g.y,
+            size,
+            marks: Vec::new(),
+            last: None,
+            g_idx: 0,
+            g_end: 0,
+            g_start,
+            g_rtl: false,
+            g_left: false,
+            space_from: None,
+            gaps: Some(Vec::new()),
+            tc_undone: false,
+            pending_marks: None,
+            min_x,
+            max_x,
+            order,
+        }
+    }
+
+    /// Where `g` starts and ends along this line (its origin and its end, in that order along
+    /// the line's direction).
+    fn span(&self, g: &PlacedGlyph<'_>) -> (f32, f32) {
+        let a = dot((g.x, g.y), self.dir);
+        let b = dot((g.end_x, g.end_y), self.dir);
+        (a.min(b), a.max(b))
+    }
+
+    /// A glyph on this line's baseline but behind the pen (`along`, less than zero): a
+    /// duplicate of a glyph already drawn there (fake bold: `None`); right-to-left text drawn
+    /// leftwards, or a mark over a glyph of such a run (before the previous glyph); a step back
+    /// of up to three ems (after it); else a new line.
+    fn place_behind(
+        &self,
+        g: &PlacedGlyph<'_>,
+        along: f32,
+        size_ref: f32,
+        word_gap: f32,
+    ) -> Option<Placement> {
+        if let Some(c) = g.text.chars().next() {
+            let pos = dot((g.x, g.y), self.dir);
+            let tol = 0.2 * size_ref;
+            if self
+                .marks
+                .iter()
+                .rev()
+                .take(256)
+                .any(|(p, m)| *m == c && (p - pos).abs() < tol)
+            {
+                return None;
+            }
+        }
+        let (gs, ge) = self.span(g);
+        let leftward = ge <= self.g_start + 0.1 * size_ref && ge > gs;
+        let rtl = self.g_rtl || g.text.chars().any(is_rtl);
+        let mut at = Placement::NEW_LINE;
+        if along > -3.0 * size_ref || (leftward && rtl) {
+            at.new_line = false;
+            if leftward && rtl {
+                at.before_prev = true;
+                at.space_before = self.g_start - ge > word_gap * size_ref;
+            } else if self.g_left && gs < self.g_start + 0.5 * size_ref {
+                // A mark over a glyph of a leftward run.
+                at.before_prev = true;
+            }
+        }
+        Some(at)
+    }
+
+    /// A glyph on this line's baseline at or past the pen (`along`): after the last glyph,
+    /// with a word gap when the pen moved on (TJ offsets, Td) by more than the word-gap ratio,
+    /// or letter spacing (Tc) opens gaps wider than `letter_gap`. Zero-width marks open none.
+    fn place_after(
+        &mut self,
+        g: &PlacedGlyph<'_>,
+        along: f32,
+        size_ref: f32,
+        mark_only: bool,
+        params: &LayoutParams,
+    ) -> Placement {
+        let along_pen = dot((g.x - self.pen_x, g.y - self.pen_y), self.dir);
+        // Glyphs pulled back well behind the pen: the producer sets the word space as letter
+        // spacing (Tc) and undoes it inside words with TJ offsets. On such a line the pen says
+        // nothing; the gap between the outlines decides with the word-gap ratio.
+        if along_pen < -0.2 * size_ref && along.abs() < 0.1 * size_ref {
+            self.tc_undone = true;
+        }
+        let space_before = along_pen > params.word_gap * size_ref
+            || along > params.letter_gap * size_ref
+            || ((self.tc_undone || along_pen < -0.2 * size_ref)
+                && along > params.word_gap * size_ref);
+        Placement {
+            new_line: false,
+            space_before: space_before && !mark_only,
+            before_prev: false,
+            gap: along_pen.max(along),
+        }
+    }
+
+    /// Put `g`'s text on the line where `at` says: composed with the letter under it, inside
+    /// the line, as a space, or at the end.
+    fn add(&mut self, g: &PlacedGlyph<'_>, size: f32, mark_only: bool, at: Placement) {
+        let (s0, s1) = self.span(g);
+        let composed = match single_char(g.text) {
+            Some(c) if !at.space_before && !at.before_prev => self.compose_accent(c, (s0, s1)),
+            _ => false,
+        };
+        if composed {
+            return;
+        }
+        let at_end = !at.before_prev && self.g_end == self.text.len();
+        let is_blank = g.is_space || g.text.chars().all(char::is_whitespace) && !g.text.is_empty();
+        if !at_end {
+            self.insert_inside(g, at, is_blank);
+        } else if is_blank {
+            self.append_space(s0);
+        } else if !g.text.is_empty() {
+            self.append_glyph(g, size, mark_only, at, (s0, s1));
+        }
+    }
+
+    /// Accents drawn over a letter (TeX's \'e with old encodings): when the one-character glyph
+    /// `c` (spanning `s0..s1`) overlaps the single-character glyph that ends the line and one
+    /// of them is a combining accent over the other, a letter, the two become the composed
+    /// character. Whether they did.
+    fn compose_accent(&mut self, c: char, (s0, s1): (f32, f32)) -> bool {
+        let Some((ps, pe, idx, pc)) = self.last else {
+            return false;
+        };
+        let overlap = s1.min(pe) - s0.max(ps);
+        let minw = (s1 - s0).min(pe - ps);
+        if minw > 0.0 && overlap > 0.4 * minw && idx + pc.len_utf8() == self.text.len() {
+            let pair = match (combining_mark(c), combining_mark(pc)) {
+                (Some(m), None) if pc.is_alphabetic() => Some((pc, m)),
+                (None, Some(m)) if c.is_alphabetic() => Some((c, m)),
+                _ => None,
+            };
+            if let Some((base, mark)) = pair {
+                let base = match base {
+                    '\u{131}' => 'i',
+                    '\u{237}' => 'j',
+                    b => b,
+                };
+                self.text.truncate(idx);
+                self.text.extend([base, mark].into_iter().nfc());
+                self.last = None;
+                self.g_idx = idx;
+                self.g_end = self.text.len();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Insert `g`'s text inside the line, before or after the previous glyph (`at`), with the
+    /// spaces a blank glyph or a word gap calls for. The line's spaces are no longer only gaps.
+    fn insert_inside(&mut self, g: &PlacedGlyph<'_>, at: Placement, is_blank: bool) {
+        self.gaps = None;
+        let mut piece = String::new();
+        if !is_blank {
+            for ch in g.text.chars() {
+                if ch.is_control() {
+                    continue;
+                }
+                piece.push(if ch.is_whitespace() { ' ' } else { ch });
+            }
+        }
+        let (gs, _) = self.span(g);
+        let anchor = if at.before_prev {
+            self.g_idx
+        } else {
+            self.g_end
+        };
+        let pos = anchor.min(self.text.len());
+        if self.text.is_char_boundary(pos) {
+            let before_len = if is_blank || (at.space_before && !at.before_prev) {
+                let prev_space = self.text[..pos].ends_with(' ') || pos == 0;
+                usize::from(!prev_space)
+            } else {
+                0
+            };
+            let after_space = is_blank || (at.space_before && at.before_prev);
+            let mut ins = String::with_capacity(piece.len() + 2);
+            if before_len == 1 {
+                ins.push(' ');
+            }
+            ins.push_str(&piece);
+            if after_space && !piece.is_empty() && !self.text[pos..].starts_with(' ') {
+                ins.push(' ');
+            }
+            if !ins.is_empty() {
+                self.text.insert_str(pos, &ins);
+            }
+            self.g_idx = pos + before_len;
+            self.g_end = self.g_idx + piece.len();
+            self.g_start = gs;
+            self.g_left = at.before_prev;
+            if !piece.is_empty() {
+                self.g_rtl = piece.chars().any(is_rtl);
+            }
+            self.last = None;
+        }
+    }
+
+    /// A blank glyph (starting at `s0`) at the end of the line: one space, which the next glyph
+    /// may take back (see `space_from`).
+    fn append_space(&mut self, s0: f32) {
+        self.gaps = None;
+        if !self.text.is_empty() && !self.text.ends_with(' ') {
+            self.text.push(' ');
+            self.space_from = Some(s0);
+        }
+        self.g_idx = self.text.len();
+        self.g_end = self.text.len();
+        self.g_start = s0;
+        self.g_left = false;
+    }
+
+    /// `g`'s text (not blank, spanning `s0..s1`) at the end of the line, after a word gap if
+    /// `at` opens one (before the zero-width marks drawn just before it, when they sit on it).
+    fn append_glyph(
+        &mut self,
+        g: &PlacedGlyph<'_>,
+        size: f32,
+        mark_only: bool,
+        at: Placement,
+        (s0, s1): (f32, f32),
+    ) {
+        if !mark_only {
+            self.take_back_space(s0, size, at.space_before);
+        }
+        let pending = self.pending_marks.take();
+        if mark_only {
+            let pos = dot((g.x, g.y), self.dir);
+            self.pending_marks = Some(match pending {
+                Some((i, a, b)) => (i, a.min(pos), b.max(pos)),
+                None => (self.text.len(), pos, pos),
+            });
+        }
+        let marks_on_this = pending.filter(|&(i, a, b)| {
+            a >= s0 - 0.1 * size && b <= s1 + 0.1 * size && i > 0 && self.text.is_char_boundary(i)
+        });
+        if let (true, Some((i, _, _))) = (at.space_before && !mark_only, marks_on_this) {
+            // The marks belong to this letter: the gap goes before them.
+            if !self.text[..i].ends_with(' ') {
+                self.text.insert(i, ' ');
+                if let Some(v) = self.gaps.as_mut() {
+                    v.push(at.gap);
+                }
+            }
+        } else if at.space_before && !self.text.is_empty() && !self.text.ends_with(' ') {
+            self.text.push(' ');
+            if let Some(v) = self.gaps.as_mut() {
+                if v.len() < 4096 {
+                    v.push(at.gap);
+                } else {
+                    self.gaps = None;
+                }
+            }
+        }
+        self.push_text(g, (s0, s1));
+    }
+
+    /// The space glyph just appended is taken back when the next glyph (starting at `s0`) is
+    /// drawn from where it started (zero-width joiners drawn as spaces and undone by kerning),
+    /// unless a word gap opens there anyway.
+    fn take_back_space(&mut self, s0: f32, size: f32, space_before: bool) {
+        if let Some(sf) = self.space_from.take()
+            && s0 <= sf + 0.05 * size
+            && !space_before
+            && self.text.ends_with(' ')
+        {
+            self.text.pop();
+        }
+    }
+
+    /// Append `g`'s text (control characters dropped, whitespace as one space) and make it the
+    /// line's last glyph, remembered for composing accents and spotting duplicates.
+    fn push_text(&mut self, g: &PlacedGlyph<'_>, (s0, s1): (f32, f32)) {
+        let start = self.text.len();
+        for ch in g.text.chars() {
+            if ch.is_control() {
+                continue;
+            }
+            if ch.is_whitespace() {
+                if !self.text.ends_with(' ') {
+                    self.text.push(' ');
+                }
+            } else {
+                self.text.push(ch);
+            }
+        }
+        self.g_idx = start;
+        self.g_end = self.text.len();
+        self.g_start = s0;
+        self.g_rtl = g.text.chars().any(is_rtl);
+        self.g_left = false;
+        // Only a glyph whose character the line now ends with (a control character is dropped and
+        // a space may merge with the one before it, so the text need not end with it).
+        self.last = single_char(g.text)
+            .filter(|c| self.text.ends_with(*c))
+            .map(|c| (s0, s1, self.text.len() - c.len_utf8(), c));
+        if let Some(c) = g.text.chars().next() {
+            if self.marks.len() >= 1024 {
+                self.marks.drain(..512);
+            }
+            self.marks.push((dot((g.x, g.y), self.dir), c));
+        }
+    }
+
+    /// Move the pen, baseline and extent past `g`, and the font size up to `g`'s (`size`).
+    fn advance(&mut self, g: &PlacedGlyph<'_>, size: f32, mark_only: bool) {
+        self.pending_marks = self.pending_marks.filter(|_| mark_only);
+        self.end_x = g.end_x;
+        self.end_y = g.end_y;
+        self.pen_x = g.pen_x;
+        self.pen_y = g.pen_y;
+        self.base_x = g.x;
+        self.base_y = g.y;
+        if !g.text.is_empty() && !g.is_space {
+            self.size = if self.text.len() == g.text.len() {
+                size
+            } else {
+                self.size.max(size)
+            };
+        }
+        self.min_x = self.min_x.min(g.x).min(g.end_x);
+        self.max_x = self.max_x.max(g.x).max(g.end_x);
+    }
 }
 
 /// Layout tuning.
@@ -143,380 +545,111 @@ impl PageLayout {
         self.bytes >= self.max_bytes
     }
 
-    /// Mark a break (e.g. end of an ActualText span or a form boundary): nothing to do today,
-    /// positions decide.
+    /// Add one glyph, in content order. It is dropped when the page is full, when its position
+    /// is not finite, when it lies outside the clip area, or when it repeats a glyph already
+    /// drawn at the same place (fake bold, shadows). Otherwise it joins the current line (after
+    /// the last glyph, with a word gap when the distance says so; before it when drawn to its
+    /// left in right-to-left text; composed with the letter under it when it is an accent) or
+    /// starts a new line.
     pub fn push(&mut self, g: PlacedGlyph<'_>) {
-        if self.full()
-            || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
-        {
+        if !self.takes(&g) {
             return;
-        }
-        if let Some((x0, y0, x1, y1)) = self.clip {
-            // As pdftotext: a glyph is on the page while its origin is not past the right or
-            // top edge and its end not before the left or bottom edge.
-            let (gx1, gy1) = (g.x.max(g.end_x), g.y.max(g.end_y));
-            if gx1 < x0 || g.x > x1 || gy1 < y0 || g.y > y1 {
-                return;
-            }
         }
         let size = if g.size.is_finite() && g.size > 0.01 {
             g.size
         } else {
             1.0
         };
-        let text = g.text;
-        let first = text.chars().next();
-        // A combining mark drawn with no advance (Arabic and Hebrew vowel signs, shaped by the
-        // producer): it never opens a word gap, and the gap to the next letter is measured
-        // from the letter before it.
-        let mark_only = !text.is_empty()
-            && text
-                .chars()
-                .all(unicode_normalization::char::is_combining_mark)
-            && (g.end_x - g.x).abs() + (g.end_y - g.y).abs() < 0.01 * g.size.abs().max(1.0);
-        let mut start_new = true;
-        let mut space_before = false;
-        // Drawn to the left of the previous glyph (right-to-left text shown in logical order,
-        // as LuaTeX does): its text goes before that glyph's, keeping the line in visual order.
-        let mut before_prev = false;
-        let mut gap = 0.0f32;
-        if let Some(cur) = self.cur.as_mut() {
-            if dot(cur.dir, g.dir) > 0.95 {
-                let delta = (g.x - cur.end_x, g.y - cur.end_y);
-                let along = dot(delta, cur.dir);
-                let from_base = (g.x - cur.base_x, g.y - cur.base_y);
-                let perp = cross(cur.dir, from_base).abs();
-                let size_ref = size.max(cur.size);
-                let small = size.min(cur.size);
-                // Same line while the baselines differ by less than half an em (pdftotext's
-                // rule too: a text rise of half the font size is another line).
-                if perp < 0.5 * size_ref && perp <= 1.2 * small.max(size_ref * 0.5) {
-                    if along < -0.05 * size_ref {
-                        // Backwards: a duplicate of a glyph already drawn here (fake bold)?
-                        if let Some(c) = first {
-                            let pos = dot((g.x, g.y), cur.dir);
-                            let tol = 0.2 * size_ref;
-                            if cur
-                                .marks
-                                .iter()
-                                .rev()
-                                .take(256)
-                                .any(|(p, m)| *m == c && (p - pos).abs() < tol)
-                            {
-                                return;
-                            }
-                        }
-                        let (gs, ge) = {
-                            let a = dot((g.x, g.y), cur.dir);
-                            let b = dot((g.end_x, g.end_y), cur.dir);
-                            (a.min(b), a.max(b))
-                        };
-                        let leftward = ge <= cur.g_start + 0.1 * size_ref && ge > gs;
-                        let rtl = cur.g_rtl || text.chars().any(is_rtl);
-                        if along > -3.0 * size_ref || (leftward && rtl) {
-                            start_new = false;
-                            if leftward && rtl {
-                                before_prev = true;
-                                space_before = cur.g_start - ge > self.params.word_gap * size_ref;
-                            } else if cur.g_left && gs < cur.g_start + 0.5 * size_ref {
-                                // A mark over a glyph of a leftward run.
-                                before_prev = true;
-                            }
-                        }
-                    } else {
-                        start_new = false;
-                        // A word gap: the pen moved on (TJ offsets, Td) by more than the word-gap
-                        // ratio, or letter spacing (Tc) opens gaps wider than `letter_gap`.
-                        let along_pen = dot((g.x - cur.pen_x, g.y - cur.pen_y), cur.dir);
-                        // Glyphs pulled back well behind the pen: the producer sets the word
-                        // space as letter spacing (Tc) and undoes it inside words with TJ
-                        // offsets. On such a line the pen says nothing; the gap between the
-                        // outlines decides with the word-gap ratio.
-                        if along_pen < -0.2 * size_ref && along.abs() < 0.1 * size_ref {
-                            cur.tc_undone = true;
-                        }
-                        space_before = along_pen > self.params.word_gap * size_ref
-                            || along > self.params.letter_gap * size_ref
-                            || ((cur.tc_undone || along_pen < -0.2 * size_ref)
-                                && along > self.params.word_gap * size_ref);
-                        gap = along_pen.max(along);
-                        if mark_only {
-                            space_before = false;
-                        }
-                    }
-                }
-            }
+        let mark_only = is_zero_width_mark(&g);
+        let Some(mut at) = self.place(&g, size, mark_only) else {
+            // A duplicate.
+            return;
+        };
+        if at.new_line && self.continues_cjk_column(&g, size) {
+            at.new_line = false;
         }
-        if start_new {
-            // CJK set vertically with a horizontal font (each glyph placed under the previous
-            // one): keep the column together as one line.
-            if let (Some(cur), Some(c)) = (self.cur.as_ref(), first) {
-                if let Some(p) = cur.text.chars().last() {
-                    if is_cjk(c) && is_cjk(p) {
-                        let d = (g.x - cur.base_x, g.y - cur.base_y);
-                        let along = dot(d, g.dir);
-                        let down = cross(g.dir, d);
-                        if along.abs() < 0.3 * size && down < -0.3 * size && down > -2.0 * size {
-                            start_new = false;
-                        }
-                    }
-                }
-            }
-        }
-        if start_new {
+        if at.new_line {
             if let Some(done) = self.cur.take() {
                 self.finish_line(done);
             }
-            if g.is_space && text.trim().is_empty() {
-                // A line never starts with a space; remember the pen position though.
-                let order = self.lines.len();
-                self.cur = Some(Line {
-                    text: String::new(),
-                    dir: g.dir,
-                    x0: g.x,
-                    y0: g.y,
-                    end_x: g.end_x,
-                    end_y: g.end_y,
-                    pen_x: g.pen_x,
-                    pen_y: g.pen_y,
-                    base_x: g.x,
-                    base_y: g.y,
-                    size,
-                    marks: Vec::new(),
-                    last: None,
-                    g_idx: 0,
-                    g_end: 0,
-                    g_start: dot((g.x, g.y), g.dir).min(dot((g.end_x, g.end_y), g.dir)),
-                    g_rtl: false,
-                    g_left: false,
-                    space_from: None,
-                    gaps: Some(Vec::new()),
-                    tc_undone: false,
-                    pending_marks: None,
-                    min_x: g.x.min(g.end_x),
-                    max_x: g.x.max(g.end_x),
-                    order,
-                });
+            // A line never starts with a space; remember the pen position though.
+            let space_only = g.is_space && g.text.trim().is_empty();
+            self.cur = Some(Line::open(&g, size, self.lines.len(), space_only));
+            if space_only {
                 return;
             }
-            let order = self.lines.len();
-            self.cur = Some(Line {
-                text: String::new(),
-                dir: g.dir,
-                x0: g.x,
-                y0: g.y,
-                end_x: g.x,
-                end_y: g.y,
-                pen_x: g.x,
-                pen_y: g.y,
-                base_x: g.x,
-                base_y: g.y,
-                size,
-                marks: Vec::new(),
-                last: None,
-                g_idx: 0,
-                g_end: 0,
-                g_start: dot((g.x, g.y), g.dir),
-                g_rtl: false,
-                g_left: false,
-                space_from: None,
-                gaps: Some(Vec::new()),
-                tc_undone: false,
-                pending_marks: None,
-                min_x: g.x,
-                max_x: g.x,
-                order,
-            });
         }
         let Some(cur) = self.cur.as_mut() else { return };
         let before = cur.text.len();
-        // Accents drawn over a letter (TeX's \'e with old encodings): compose them.
-        let mut chars = text.chars();
-        let single = match (chars.next(), chars.next()) {
-            (Some(c), None) => Some(c),
-            _ => None,
-        };
-        let (s0, s1) = {
-            let a = dot((g.x, g.y), cur.dir);
-            let b = dot((g.end_x, g.end_y), cur.dir);
-            (a.min(b), a.max(b))
-        };
-        let mut composed = false;
-        if let (Some(c), Some((ps, pe, idx, pc))) = (single, cur.last) {
-            let overlap = s1.min(pe) - s0.max(ps);
-            let minw = (s1 - s0).min(pe - ps);
-            if !space_before
-                && !before_prev
-                && minw > 0.0
-                && overlap > 0.4 * minw
-                && idx + pc.len_utf8() == cur.text.len()
-            {
-                let pair = match (combining_mark(c), combining_mark(pc)) {
-                    (Some(m), None) if pc.is_alphabetic() => Some((pc, m)),
-                    (None, Some(m)) if c.is_alphabetic() => Some((c, m)),
-                    _ => None,
-                };
-                if let Some((base, mark)) = pair {
-                    let base = match base {
-                        '\u{131}' => 'i',
-                        '\u{237}' => 'j',
-                        b => b,
-                    };
-                    cur.text.truncate(idx);
-                    cur.text.extend([base, mark].into_iter().nfc());
-                    cur.last = None;
-                    cur.g_idx = idx;
-                    cur.g_end = cur.text.len();
-                    composed = true;
-                }
-            }
-        }
-        let at_end = !before_prev && cur.g_end == cur.text.len();
-        let is_blank = g.is_space || text.chars().all(char::is_whitespace) && !text.is_empty();
-        if composed {
-        } else if !at_end {
-            cur.gaps = None;
-            // Insert before or after the previous glyph, inside the line.
-            let mut piece = String::new();
-            if !is_blank {
-                for ch in text.chars() {
-                    if ch.is_control() {
-                        continue;
-                    }
-                    piece.push(if ch.is_whitespace() { ' ' } else { ch });
-                }
-            }
-            let (gs, _) = {
-                let a = dot((g.x, g.y), cur.dir);
-                let b = dot((g.end_x, g.end_y), cur.dir);
-                (a.min(b), a.max(b))
-            };
-            let at = if before_prev { cur.g_idx } else { cur.g_end }.min(cur.text.len());
-            if cur.text.is_char_boundary(at) {
-                let before_len = if is_blank || (space_before && !before_prev) {
-                    let prev_space = cur.text[..at].ends_with(' ') || at == 0;
-                    usize::from(!prev_space)
-                } else {
-                    0
-                };
-                let after_space = is_blank || (space_before && before_prev);
-                let mut ins = String::with_capacity(piece.len() + 2);
-                if before_len == 1 {
-                    ins.push(' ');
-                }
-                ins.push_str(&piece);
-                if after_space && !piece.is_empty() && !cur.text[at..].starts_with(' ') {
-                    ins.push(' ');
-                }
-                if !ins.is_empty() {
-                    cur.text.insert_str(at, &ins);
-                }
-                cur.g_idx = at + before_len;
-                cur.g_end = cur.g_idx + piece.len();
-                cur.g_start = gs;
-                cur.g_left = before_prev;
-                if !piece.is_empty() {
-                    cur.g_rtl = piece.chars().any(is_rtl);
-                }
-                cur.last = None;
-            }
-        } else if is_blank {
-            cur.gaps = None;
-            if !cur.text.is_empty() && !cur.text.ends_with(' ') {
-                cur.text.push(' ');
-                cur.space_from = Some(s0);
-            }
-            cur.g_idx = cur.text.len();
-            cur.g_end = cur.text.len();
-            cur.g_start = s0;
-            cur.g_left = false;
-        } else if !text.is_empty() {
-            if !mark_only {
-                if let Some(sf) = cur.space_from.take() {
-                    if s0 <= sf + 0.05 * size && !space_before && cur.text.ends_with(' ') {
-                        cur.text.pop();
-                    }
-                }
-            }
-            let pending = cur.pending_marks.take();
-            if mark_only {
-                let pos = dot((g.x, g.y), cur.dir);
-                cur.pending_marks = Some(match pending {
-                    Some((i, a, b)) => (i, a.min(pos), b.max(pos)),
-                    None => (cur.text.len(), pos, pos),
-                });
-            }
-            let marks_on_this = pending.filter(|&(i, a, b)| {
-                a >= s0 - 0.1 * size
-                    && b <= s1 + 0.1 * size
-                    && i > 0
-                    && cur.text.is_char_boundary(i)
-            });
-            if let (true, Some((i, _, _))) = (space_before && !mark_only, marks_on_this) {
-                // The marks belong to this letter: the gap goes before them.
-                if !cur.text[..i].ends_with(' ') {
-                    cur.text.insert(i, ' ');
-                    if let Some(v) = cur.gaps.as_mut() {
-                        v.push(gap);
-                    }
-                }
-            } else if space_before && !cur.text.is_empty() && !cur.text.ends_with(' ') {
-                cur.text.push(' ');
-                if let Some(v) = cur.gaps.as_mut() {
-                    if v.len() < 4096 {
-                        v.push(gap);
-                    } else {
-                        cur.gaps = None;
-                    }
-                }
-            }
-            let start = cur.text.len();
-            for ch in text.chars() {
-                if ch.is_control() {
-                    continue;
-                }
-                if ch.is_whitespace() {
-                    if !cur.text.ends_with(' ') {
-                        cur.text.push(' ');
-                    }
-                } else {
-                    cur.text.push(ch);
-                }
-            }
-            cur.g_idx = start;
-            cur.g_end = cur.text.len();
-            cur.g_start = s0;
-            cur.g_rtl = text.chars().any(is_rtl);
-            cur.g_left = false;
-            cur.last = single.map(|c| (s0, s1, cur.text.len() - c.len_utf8(), c));
-            if let Some(c) = first {
-                if cur.marks.len() >= 1024 {
-                    cur.marks.drain(..512);
-                }
-                cur.marks.push((dot((g.x, g.y), cur.dir), c));
-            }
-        }
+        cur.add(&g, size, mark_only, at);
         self.bytes += cur.text.len() - before;
-        if mark_only && !start_new {
+        if mark_only && !at.new_line {
             // Marks leave the pen where the letter before them ended.
             return;
         }
-        cur.pending_marks = cur.pending_marks.filter(|_| mark_only);
-        cur.end_x = g.end_x;
-        cur.end_y = g.end_y;
-        cur.pen_x = g.pen_x;
-        cur.pen_y = g.pen_y;
-        cur.base_x = g.x;
-        cur.base_y = g.y;
-        if !text.is_empty() && !g.is_space {
-            cur.size = if cur.text.len() == text.len() {
-                size
-            } else {
-                cur.size.max(size)
-            };
+        cur.advance(&g, size, mark_only);
+    }
+
+    /// Whether `g` can go on the page: there is room left, its position is finite and it is
+    /// not wholly outside the clip area.
+    fn takes(&self, g: &PlacedGlyph<'_>) -> bool {
+        if self.full()
+            || !(g.x.is_finite() && g.y.is_finite() && g.end_x.is_finite() && g.end_y.is_finite())
+        {
+            return false;
         }
-        cur.min_x = cur.min_x.min(g.x).min(g.end_x);
-        cur.max_x = cur.max_x.max(g.x).max(g.end_x);
+        if let Some((x0, y0, x1, y1)) = self.clip {
+            // As pdftotext: a glyph is on the page while its origin is not past the right or
+            // top edge and its end not before the left or bottom edge.
+            let (gx1, gy1) = (g.x.max(g.end_x), g.y.max(g.end_y));
+            if gx1 < x0 || g.x > x1 || gy1 < y0 || g.y > y1 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Where `g` goes relative to the current line: on it (see `Line::place_behind` and
+    /// `Line::place_after`), on a new line (another direction, another baseline, no line yet),
+    /// or nowhere (`None`: a duplicate). `size` is `g`'s usable font size.
+    fn place(&mut self, g: &PlacedGlyph<'_>, size: f32, mark_only: bool) -> Option<Placement> {
+        let params = self.params;
+        if let Some(cur) = self.cur.as_mut()
+            && dot(cur.dir, g.dir) > 0.95
+        {
+            let delta = (g.x - cur.end_x, g.y - cur.end_y);
+            let along = dot(delta, cur.dir);
+            let from_base = (g.x - cur.base_x, g.y - cur.base_y);
+            let perp = cross(cur.dir, from_base).abs();
+            let size_ref = size.max(cur.size);
+            let small = size.min(cur.size);
+            // Same line while the baselines differ by less than half an em (pdftotext's
+            // rule too: a text rise of half the font size is another line).
+            if perp < 0.5 * size_ref && perp <= 1.2 * small.max(size_ref * 0.5) {
+                return if along < -0.05 * size_ref {
+                    cur.place_behind(g, along, size_ref, params.word_gap)
+                } else {
+                    Some(cur.place_after(g, along, size_ref, mark_only, &params))
+                };
+            }
+        }
+        Some(Placement::NEW_LINE)
+    }
+
+    /// CJK set vertically with a horizontal font (each glyph placed under the previous one):
+    /// whether `g` carries on the current line's column, which is kept together as one line.
+    fn continues_cjk_column(&self, g: &PlacedGlyph<'_>, size: f32) -> bool {
+        if let (Some(cur), Some(c)) = (self.cur.as_ref(), g.text.chars().next())
+            && let Some(p) = cur.text.chars().last()
+            && is_cjk(c)
+            && is_cjk(p)
+        {
+            let d = (g.x - cur.base_x, g.y - cur.base_y);
+            let along = dot(d, g.dir);
+            let down = cross(g.dir, d);
+            return along.abs() < 0.3 * size && down < -0.3 * size && down > -2.0 * size;
+        }
+        false
     }
 
     fn finish_line(&mut self, mut l: Line) {

@@ -133,16 +133,14 @@ fn clean_locked<C: ConnectionLike + Commands>(
             "Moved to FailedJobRegistry, due to AbandonedJobError, at {}",
             now.python_str()
         );
-        fail_unowned(
-            con,
-            keys,
+        let job = Unowned {
             queue,
-            &job_id,
-            &member,
-            &text,
-            true,
-            default_result_ttl,
-        )?;
+            job_id: &job_id,
+            member: &member,
+            text: &text,
+            allow_retry: true,
+        };
+        fail_unowned(con, keys, &job, default_result_ttl)?;
         out.abandoned.push(job_id);
     }
     rearm(con)?;
@@ -225,7 +223,14 @@ pub fn intermediate<C: ConnectionLike + Commands>(
             scripts::Requeued::Gone => {}
             scripts::Requeued::Fail => {
                 let text = "Job was stuck in intermediate queue.";
-                fail_unowned(con, keys, queue, &id, "", text, false, default_result_ttl)?;
+                let job = Unowned {
+                    queue,
+                    job_id: &id,
+                    member: "",
+                    text,
+                    allow_retry: false,
+                };
+                fail_unowned(con, keys, &job, default_result_ttl)?;
                 let _: () = con.lrem(&inter, 1, &id)?;
                 out.stuck.push(id);
             }
@@ -235,32 +240,41 @@ pub fn intermediate<C: ConnectionLike + Commands>(
     Ok(())
 }
 
-/// Fail a job no worker is running any more (abandoned or stuck), with `text` as its exc_string.
-#[allow(clippy::too_many_arguments)]
+/// A job no worker is running any more (abandoned or stuck in the intermediate list), to fail.
+struct Unowned<'a> {
+    queue: &'a str,
+    job_id: &'a str,
+    /// Its started-registry member; `""` for a job that never got there (stuck).
+    member: &'a str,
+    /// Its exc_string.
+    text: &'a str,
+    /// Whether its retries apply (abandoned) or it fails for good (stuck).
+    allow_retry: bool,
+}
+
+/// Fail a job no worker is running any more, with `job.text` as its exc_string.
 fn fail_unowned<C: ConnectionLike>(
     con: &mut C,
     keys: &Keys,
-    queue: &str,
-    job_id: &str,
-    member: &str,
-    text: &str,
-    allow_retry: bool,
+    job: &Unowned<'_>,
     default_result_ttl: i64,
 ) -> redis::RedisResult<()> {
     scripts::finish(
         con,
         keys,
         &Finish {
-            job_id,
-            origin: queue,
+            job_id: job.job_id,
+            origin: job.queue,
             worker: "",
             execution_id: "",
-            member,
-            outcome: Outcome::Failed { allow_retry },
+            member: job.member,
+            outcome: Outcome::Failed {
+                allow_retry: job.allow_retry,
+            },
             started_f: String::new(),
             ended_f: String::new(),
             return_value: String::new(),
-            exc_string: codec::encode_exc_string(text),
+            exc_string: codec::encode_exc_string(job.text),
             default_result_ttl,
             working_time_secs: 0.0,
             worker_ttl: 0,

@@ -119,18 +119,37 @@ fn protocol_error(what: &str) -> redis::RedisError {
     ))
 }
 
+/// Everything the start script needs.
+pub struct StartRequest<'a> {
+    /// Where the job comes from.
+    pub from: StartFrom<'a>,
+    /// The worker (slot) name that starts it.
+    pub worker: &'a str,
+    /// The new execution's id.
+    pub execution_id: &'a str,
+    /// The job monitoring interval (seconds): the first heartbeat's TTL (execution hash,
+    /// started-registry score) is the smaller of this and the job timeout, plus 60 seconds.
+    pub interval_secs: u64,
+    /// How the started registry names the job.
+    pub layout: Layout,
+    /// Start nothing while the worker is suspended (`rq suspend`): answer `Suspended`.
+    pub check_suspended: bool,
+}
+
 /// Start a job: dequeue (or take a moved id), register the execution and mark it started.
-#[allow(clippy::too_many_arguments)]
 pub fn start(
     con: &mut dyn ConnectionLike,
     keys: &Keys,
-    from: StartFrom<'_>,
-    worker: &str,
-    execution_id: &str,
-    interval_secs: u64,
-    layout: Layout,
-    check_suspended: bool,
+    request: StartRequest<'_>,
 ) -> redis::RedisResult<StartOutcome> {
+    let StartRequest {
+        from,
+        worker,
+        execution_id,
+        interval_secs,
+        layout,
+        check_suspended,
+    } = request;
     let now = Timestamp::now();
     let mut inv = START.prepare_invoke();
     inv.arg("prefix")
@@ -940,12 +959,14 @@ mod tests {
             let r = start(
                 &mut con,
                 &keys,
-                from,
-                "w1",
-                "e1",
-                30,
-                layout,
-                check_suspended,
+                StartRequest {
+                    from,
+                    worker: "w1",
+                    execution_id: "e1",
+                    interval_secs: 30,
+                    layout,
+                    check_suspended,
+                },
             );
             assert_eq!(format!("{:?}", r.unwrap()), outcome);
             assert_eq!(pairs(&con.argv()), [&common[..], rest].concat());

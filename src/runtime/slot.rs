@@ -408,14 +408,16 @@ impl Serving<'_> {
             scripts::start(
                 self.con,
                 &process.keys,
-                StartFrom::Pop {
-                    queues: &self.queues,
+                scripts::StartRequest {
+                    from: StartFrom::Pop {
+                        queues: &self.queues,
+                    },
+                    worker: &self.slot.info.name,
+                    execution_id: &execution_id,
+                    interval_secs: cfg.job_monitoring_interval,
+                    layout: process.layout,
+                    check_suspended: true,
                 },
-                &self.slot.info.name,
-                &execution_id,
-                cfg.job_monitoring_interval,
-                process.layout,
-                true,
             )
         });
         match started {
@@ -536,12 +538,14 @@ impl Serving<'_> {
         let r = scripts::start(
             self.con,
             &process.keys,
-            StartFrom::Moved { queue, job_id },
-            &self.slot.info.name,
-            &execution_id,
-            process.config.job_monitoring_interval,
-            process.layout,
-            false,
+            scripts::StartRequest {
+                from: StartFrom::Moved { queue, job_id },
+                worker: &self.slot.info.name,
+                execution_id: &execution_id,
+                interval_secs: process.config.job_monitoring_interval,
+                layout: process.layout,
+                check_suspended: false,
+            },
         );
         match r {
             Ok(StartOutcome::Started(s)) => Next::Job((s, execution_id)),

@@ -76,7 +76,13 @@ fn extract(
         return Err(IngestError::Value("Document not found for workspace".into()).into_job_error());
     }
 
-    match extract_known(services, ctx, &allowed, &ws, &doc, bucket, storage_path) {
+    let stored = StoredPdf {
+        ws: &ws,
+        doc: &doc,
+        bucket,
+        storage_path,
+    };
+    match extract_known(services, ctx, &allowed, &stored) {
         Ok(pages_total) => {
             // Chained exactly as the platform's API would enqueue it (kwargs as received).
             let request = EnqueueRequest {
@@ -127,16 +133,29 @@ fn extract(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The document a job extracts: its workspace and id (checked UUIDs) and where its PDF is stored.
+struct StoredPdf<'a> {
+    ws: &'a str,
+    doc: &'a str,
+    bucket: &'a str,
+    storage_path: &'a str,
+}
+
+/// Extract a document known to exist: status `extracting` (or `indexing` where the schema has no
+/// `extracting`), download, check the limits, write its pages and move it to `indexing`. The page
+/// count, or why not.
 fn extract_known(
     services: &Services,
     ctx: &JobContext<'_>,
     allowed: &std::collections::HashSet<String>,
-    ws: &str,
-    doc: &str,
-    bucket: &str,
-    storage_path: &str,
+    stored: &StoredPdf<'_>,
 ) -> Result<usize, IngestError> {
+    let StoredPdf {
+        ws,
+        doc,
+        bucket,
+        storage_path,
+    } = *stored;
     let config = &services.config;
     // Any current status is accepted, as the platform's worker does: the API enqueues this job before
     // committing `uploaded`, so a fast worker can still read `pending_upload` here. The UPDATE below
