@@ -43,9 +43,15 @@ fn mask(url: &str) -> String {
     }
 }
 
-/// Is this error a lost or unusable connection (as opposed to a reply we did not like)?
+/// Is this error a lost or unusable connection (as opposed to a reply we did not like)? A Redis
+/// that answers `LOADING` (restarted, still reading its AOF or RDB) ran nothing and is unavailable
+/// in the same way: whatever was being written waits and is retried rather than dropped.
 pub fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
 }
 
 impl Connector {
@@ -166,5 +172,25 @@ impl r2d2::ManageConnection for PooledManager {
 
     fn has_broken(&self, con: &mut redis::Connection) -> bool {
         !redis::ConnectionLike::is_open(con)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_connection_error;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn loading_redis_counts_as_unavailable() {
+        let loading = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(is_connection_error(&loading));
+        let bad_reply = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR wrong number of arguments",
+        ));
+        assert!(!is_connection_error(&bad_reply));
     }
 }
