@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def log(msg):
 # ------------------------------------------------------------------------------------------------
 # the plan: jobs and faults, from the seed only
 
-def make_plan(seed, n_jobs, duration, faults_per_minute):
+def make_plan(seed, n_jobs, duration, faults_per_minute, fault_kinds=None):
     rng = random.Random(f"chaos-{seed}")
     kinds = list(JOB_KINDS)
     weights = [JOB_KINDS[k][0] for k in kinds]
@@ -97,10 +98,15 @@ def make_plan(seed, n_jobs, duration, faults_per_minute):
         elif kind == "timeout":
             job["seconds"], job["timeout"] = 4, 1
         jobs.append(job)
+    return jobs, fault_schedule(rng, duration, faults_per_minute, fault_kinds or FAULT_KINDS)
+
+
+def fault_schedule(rng, duration, faults_per_minute, kinds):
+    """Faults at exponential gaps (mean 60/faults_per_minute s) from 3 s to 85% of `duration`."""
     faults = []
     t = 3.0
-    fkinds = list(FAULT_KINDS)
-    fweights = [FAULT_KINDS[k] for k in fkinds]
+    fkinds = list(kinds)
+    fweights = [kinds[k] for k in fkinds]
     mean_gap = 60.0 / faults_per_minute
     while True:
         t += rng.expovariate(1.0 / mean_gap)
@@ -108,7 +114,7 @@ def make_plan(seed, n_jobs, duration, faults_per_minute):
             break
         faults.append({"at": round(t, 2), "kind": rng.choices(fkinds, fweights)[0],
                        "target": rng.random(), "pause": round(rng.uniform(0.5, 3.0), 2)})
-    return jobs, faults
+    return faults
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,9 +170,10 @@ class ChaosRedis:
 # one worker "replica": a process slot restarted after every exit (as a container would be)
 
 class Replica:
-    def __init__(self, row, index):
+    def __init__(self, row, index, queues=(QUEUE,)):
         self.row = row
         self.index = index
+        self.queues = list(queues)
         self.gen = 0
         self.proc = None
         self.restart_at = None   # time.monotonic() of the planned restart while down
@@ -174,7 +181,7 @@ class Replica:
 
     def start(self):
         self.gen += 1
-        self.proc = self.row.spawn_worker(f"{self.row.kind[:2]}{self.row.seed}-{self.index}-{self.gen}")
+        self.proc = self.row.spawn_worker(f"{self.row.kind[:2]}{self.row.seed}-{self.index}-{self.gen}", self.queues)
         self.restart_at = None
         self.term_deadline = None
 
@@ -185,6 +192,9 @@ class Replica:
 class Row:
     """One row of the table: one worker kind under the plan."""
 
+    fault_kinds = FAULT_KINDS
+    queues = (QUEUE,)
+
     def __init__(self, kind, args, jobs, faults, workdir):
         self.kind = kind
         self.args = args
@@ -192,16 +202,14 @@ class Row:
         self.jobs = jobs
         self.faults = faults
         self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for old in self.dir.glob("*"):
-            if old.is_file():
-                old.unlink()
+        shutil.rmtree(self.dir, ignore_errors=True)   # an old AOF would bring back an old run's jobs
+        self.dir.mkdir(parents=True)
         self.tally_path = self.dir / "tally.log"
         self.redis = ChaosRedis(self.dir / "redis")
         self.procs = []            # every WorkerProc started
         self.exits = {}            # name -> "term" | "kill9" | "crash rc=N" | "clean"
         self.dead_pids = set()     # processes killed or crashed (their children's jobs may be abandoned)
-        self.fault_counts = dict.fromkeys(FAULT_KINDS, 0)
+        self.fault_counts = dict.fromkeys(self.fault_kinds, 0)
         self.fault_counts["sigterm_escalated"] = 0
         self.connections_killed = 0
         self.enqueue_retries = 0
@@ -219,19 +227,19 @@ class Row:
         env.setdefault("RUST_BACKTRACE", "1")
         return env
 
-    def worker_cmd(self, name, burst=False):
+    def worker_cmd(self, name, queues, burst=False):
         common = ["--url", self.redis.url, "--name", name, "--worker-ttl", str(WORKER_TTL),
                   "--job-monitoring-interval", str(MONITORING_INTERVAL),
                   "--maintenance-interval", str(MAINTENANCE_INTERVAL)]
         if self.kind == "rust":
-            cmd = [harness.rust_worker_bin(), QUEUE, *common, "--concurrency", str(self.args.concurrency),
+            cmd = [harness.rust_worker_bin(), *queues, *common, "--concurrency", str(self.args.concurrency),
                    "--logging-level", "INFO"]
         else:
-            cmd = [str(harness.VENV_BIN / "rq"), "worker", QUEUE, *common]
+            cmd = [str(harness.VENV_BIN / "rq"), "worker", *queues, *common]
         return cmd + (["--burst"] if burst else [])
 
-    def spawn_worker(self, name, burst=False):
-        p = harness.WorkerProc(self.kind, name, self.worker_cmd(name, burst), self.env(),
+    def spawn_worker(self, name, queues, burst=False):
+        p = harness.WorkerProc(self.kind, name, self.worker_cmd(name, queues, burst), self.env(),
                                self.dir / f"worker-{name}.log")
         self.procs.append(p)
         return p
@@ -336,25 +344,30 @@ class Row:
             if job["fail"] is not None:
                 kw["fail"] = job["fail"]
             extra = {"retry": Retry(max=job["retries"])} if job["retries"] else {}
-            while True:
-                try:
-                    if conn.exists(f"rq:job:{job['id']}"):
-                        break   # an earlier attempt whose reply was lost went through (MULTI/EXEC)
-                    q.enqueue("rq_worker.diag.tally", job["value"], job_id=job["id"],
-                              job_timeout=job["timeout"], result_ttl=KEEP, failure_ttl=KEEP, **kw, **extra)
-                    break
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                        redis.exceptions.BusyLoadingError):
-                    self.enqueue_retries += 1
-                    time.sleep(0.2)
+            self.enqueue_once(conn, q, job["id"], "rq_worker.diag.tally", job["value"], job_timeout=job["timeout"],
+                              result_ttl=KEEP, failure_ttl=KEEP, **kw, **extra)
+
+    def enqueue_once(self, conn, q, job_id, func, *args, **kw):
+        """Enqueue through Redis faults: retried until it succeeds, never twice (RQ's enqueue is one
+        MULTI/EXEC, so a job hash that exists means an attempt whose reply was lost went through)."""
+        while True:
+            try:
+                if not conn.exists(f"rq:job:{job_id}"):
+                    q.enqueue(func, *args, job_id=job_id, **kw)
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                    redis.exceptions.BusyLoadingError):
+                self.enqueue_retries += 1
+                time.sleep(0.2)
 
     # --- the run
     def run(self):
         a = self.args
-        n_procs = a.procs if self.kind == "rust" else a.procs * a.concurrency
         started = time.monotonic()
         self.redis.start()
-        replicas = [Replica(self, i) for i in range(n_procs)]
+        self.setup()
+        replicas = self.replicas()
+        n_procs = len(replicas)
         for r in replicas:
             r.start()
         log(f"{self.kind}: redis {self.redis.url}, {n_procs} worker processes, {len(self.jobs)} jobs, "
@@ -400,16 +413,16 @@ class Row:
             if r.proc is None:
                 continue
             try:
-                rc = r.proc.proc.wait(90)
+                rc = r.proc.proc.wait(30)
                 self.note_exit(r.proc, "term" if rc == 0 else f"term rc={rc}")
             except subprocess.TimeoutExpired:
                 harness.kill_tree(r.proc.pid)
                 r.proc.proc.wait(30)
                 self.note_exit(r.proc, "kill9 (warm stop hung)")
-                log(f"{self.kind}: {r.proc.name} ignored the final SIGTERM for 90 s")
+                log(f"{self.kind}: {r.proc.name} ignored the final SIGTERM for 30 s")
         # one cleanup burst of the same kind after the maintenance lock has lapsed
         time.sleep(MAINTENANCE_INTERVAL + 1)
-        cleaner = self.spawn_worker(f"{self.kind[:2]}{self.seed}-cleanup", burst=True)
+        cleaner = self.spawn_worker(f"{self.kind[:2]}{self.seed}-cleanup", list(self.queues), burst=True)
         try:
             rc = cleaner.proc.wait(180)
         except subprocess.TimeoutExpired:
@@ -421,13 +434,25 @@ class Row:
                       redis_starts=self.redis.starts, enqueue_retries=self.enqueue_retries)
         for p in self.procs:
             p.close()
+        self.teardown()
         self.redis.stop()
         return result
 
+    def setup(self):
+        """Services beside Redis (none here)."""
+
+    def teardown(self):
+        """Stop what setup() started."""
+
+    def replicas(self):
+        a = self.args
+        n = a.procs if self.kind == "rust" else a.procs * a.concurrency
+        return [Replica(self, i) for i in range(n)]
+
     def quiescent(self, conn, ids):
-        if conn.llen(f"rq:queue:{QUEUE}") or conn.zcard(f"rq:wip:{QUEUE}") \
-                or conn.llen(f"rq:queue:{QUEUE}:intermediate"):
-            return False
+        for q in self.queues:
+            if conn.llen(f"rq:queue:{q}") or conn.zcard(f"rq:wip:{q}") or conn.llen(f"rq:queue:{q}:intermediate"):
+                return False
         pipe = conn.pipeline(transaction=False)
         for i in ids:
             pipe.hget(f"rq:job:{i}", "status")
@@ -523,11 +548,18 @@ class Row:
             else:
                 flag("wrong", job, f"failed with: {text.strip().splitlines()[-1:]}")
 
+        self.check_fleet(conn, counts, problems)
+        return {"kind": self.kind, "jobs": len(self.jobs), "faults": dict(self.fault_counts),
+                "connections_killed": self.connections_killed, "counts": counts, "problems": problems}
+
+    def check_fleet(self, conn, counts, problems):
+        """Stale worker keys, panics in the logs, exits nobody asked for."""
         # worker keys: everything is stopped now. A cleanly stopped worker leaves at most RQ's death
         # record (a key with a TTL <= 60 s, out of the worker sets), a killed one a key that expires
         # by itself (TTL <= worker_ttl + 60); the sets hold no member without a key.
         stale = []
-        members = {m.decode() for s in ("rq:workers", f"rq:workers:{QUEUE}") for m in conn.smembers(s)}
+        sets = ["rq:workers"] + [f"rq:workers:{q}" for q in self.queues]
+        members = {m.decode() for s in sets for m in conn.smembers(s)}
         for key in conn.scan_iter("rq:worker:*"):
             k = key.decode()
             name = k[len("rq:worker:"):].split(":")[0]   # also rq:worker:<name>:executions
@@ -536,7 +568,7 @@ class Row:
             ttl = conn.ttl(key)
             clean = how is not None and how.startswith("term")
             if ttl == -1 or how is None or ttl > (65 if clean else WORKER_TTL + 65) or (clean and f"rq:worker:{name}" in members):
-                stale.append(f"{k} ttl={ttl} exit={how} in worker set: {k in members}")
+                stale.append(f"{k} ttl={ttl} exit={how} in worker set: {f'rq:worker:{name}' in members}")
         for m in sorted(members):
             if not conn.exists(m):
                 stale.append(f"worker set member {m} without a key")
@@ -551,8 +583,6 @@ class Row:
         crashes = [f"{n}: {h}" for n, h in self.exits.items() if h.startswith(bad_exit)]
         counts["crashes"] = len(crashes)
         problems += [f"crash: {x}" for x in crashes]
-        return {"kind": self.kind, "jobs": len(self.jobs), "faults": dict(self.fault_counts),
-                "connections_killed": self.connections_killed, "counts": counts, "problems": problems}
 
 
 # ------------------------------------------------------------------------------------------------

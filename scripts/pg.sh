@@ -4,6 +4,8 @@
 #                             (PGPORT, PGHOST, PG_BIN, DATABASE_URL) on stdout, one per line
 #   scripts/pg.sh start DIR --watch PID
 #                             same, and stop the server (and delete DIR) once process PID has exited
+#                             (PG_PORT=N: on that port instead, e.g. to restart a stopped server where
+#                             its clients expect it)
 #   scripts/pg.sh stop DIR    fast shutdown
 #   scripts/pg.sh bin         print the directory holding initdb/postgres/psql
 # The wheel comes from $PG_BIN (a bin dir), else the Python named by $PYTHON, the active venv or
@@ -66,7 +68,7 @@ case "$cmd" in
       as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
-    port="$(free_port)"
+    port="${PG_PORT:-$(free_port)}"
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
       -o "-p $port -h 127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
       start >/dev/null || { tail -20 "$dir/postgres.log" >&2; exit 1; }
