@@ -494,12 +494,15 @@ class Row:
             killed_exec = any(pid in self.dead_pids or ppid in self.dead_pids for pid, ppid in e["starts"])
             normal = 1 + job["retries"] if kind == "retry" else 1
             allowed = 1 + job["retries"]
+            # RQ runs a job again only through its retries, and after a kill only when the killed
+            # run is retried (a run may even have returned just before the kill took its result)
+            excused = killed_exec and starts <= allowed
             if starts > normal:
                 counts["reexecuted"] += 1
-                if starts > allowed or not killed_exec:
+                if not excused:
                     flag("reexec_unexplained", job, f"{starts} executions, {allowed} allowed,"
                          f" executor killed: {killed_exec}")
-            if e["ok"] > 1 or e["ok"] + e["fail"] > allowed:
+            if (e["ok"] > 1 and not excused) or e["ok"] + e["fail"] > allowed:
                 flag("duplicated", job, f"ran to completion {e['ok'] + e['fail']} times")
             try:
                 j = fetch(conn, jid)
@@ -534,7 +537,12 @@ class Row:
                 continue
             text = exc_text(j)
             if starts == 0:
-                flag("failed_without_running", job, f"exc: {text.strip().splitlines()[-1:] }")
+                # a worker killed between taking the job and its first line: abandoned, as RQ has it
+                if "AbandonedJobError" in text and self.exit_of(j.worker_name or "").startswith(("kill9", "crash")):
+                    counts["abandoned"] += 1
+                else:
+                    flag("failed_without_running", job, f"exc: {text.strip().splitlines()[-1:]},"
+                         f" worker {j.worker_name} ({self.exit_of(j.worker_name or '') or 'running'})")
                 continue
             if "AbandonedJobError" in text:
                 if killed_exec:
@@ -552,6 +560,12 @@ class Row:
         return {"kind": self.kind, "jobs": len(self.jobs), "faults": dict(self.fault_counts),
                 "connections_killed": self.connections_killed, "counts": counts, "problems": problems}
 
+    def exit_of(self, worker_name):
+        """How the process behind a worker name ended ("" if unknown); rq-worker names its slots
+        <name>-1 ... <name>-N."""
+        base = re.sub(r"-\d+$", "", worker_name) if self.kind == "rust" else worker_name
+        return self.exits.get(worker_name) or self.exits.get(base) or ""
+
     def check_fleet(self, conn, counts, problems):
         """Stale worker keys, panics in the logs, exits nobody asked for."""
         # worker keys: everything is stopped now. A cleanly stopped worker leaves at most RQ's death
@@ -563,15 +577,17 @@ class Row:
         for key in conn.scan_iter("rq:worker:*"):
             k = key.decode()
             name = k[len("rq:worker:"):].split(":")[0]   # also rq:worker:<name>:executions
-            base = re.sub(r"-\d+$", "", name) if self.kind == "rust" else name
-            how = self.exits.get(name, self.exits.get(base))
+            how = self.exit_of(name) or None
             ttl = conn.ttl(key)
             clean = how is not None and how.startswith("term")
             if ttl == -1 or how is None or ttl > (65 if clean else WORKER_TTL + 65) or (clean and f"rq:worker:{name}" in members):
                 stale.append(f"{k} ttl={ttl} exit={how} in worker set: {f'rq:worker:{name}' in members}")
         for m in sorted(members):
-            if not conn.exists(m):
-                stale.append(f"worker set member {m} without a key")
+            # a killed worker's key expires by itself, and RQ drops the member at the next
+            # maintenance run; any other member must have its key
+            how = self.exit_of(m[len("rq:worker:"):])
+            if not conn.exists(m) and not how.startswith(("kill9", "crash")):
+                stale.append(f"worker set member {m} without a key (exit: {how or 'unknown'})")
         counts["stale"] = len(stale)
         problems += [f"stale: {x}" for x in stale]
         panics = 0

@@ -217,6 +217,8 @@ class IngestRow(chaos.Row):
             doc = (j.kwargs or {}).get("document_id")
             st = status(j)
             text = exc_text(j) if st == "failed" else ""
+            if "AbandonedJobError" in text and not self.exit_of(j.worker_name or "").startswith(("kill9", "crash")):
+                flag("wrong", f"job={jid} abandoned, but its worker {j.worker_name} was not killed")
             jobs_by_doc.setdefault(doc, []).append((j.origin, jid, st, text))
             if st not in ("finished", "failed"):
                 flag("stuck", f"job={jid} ({j.func_name}) status {st}")
