@@ -828,3 +828,101 @@ fn a_lost_blmove_reply_puts_the_job_back_and_it_runs() {
     let failed: usize = con.zcard("rq:failed:default").unwrap();
     assert_eq!(failed, 0, "{log}");
 }
+
+// ---- panics in the worker's own threads (issue 13, item 1) ------------------------------------
+
+/// Every job of `ids` is finished with `a + b` of its arguments' index, except `failed`.
+fn enqueue_adds(con: &mut redis::Connection, q: &str, n: i64) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            enqueue(
+                con,
+                q,
+                "rq_worker.diag.add",
+                vec![PyValue::Int(i), PyValue::Int(1)],
+            )
+        })
+        .collect()
+}
+
+fn nothing_left_behind(con: &mut redis::Connection, q: &str) {
+    let wip: i64 = con.zcard(format!("rq:wip:{q}")).unwrap();
+    let inter: i64 = con.llen(format!("rq:queue:{q}:intermediate")).unwrap();
+    let queued: i64 = con.llen(format!("rq:queue:{q}")).unwrap();
+    let workers: Vec<String> = con.smembers("rq:workers").unwrap();
+    assert_eq!(
+        (wip, inter, queued, workers.len()),
+        (0, 0, 0, 0),
+        "started, intermediate, queued, live workers"
+    );
+}
+
+#[test]
+fn a_slot_panic_between_jobs_puts_the_next_job_back_and_the_slot_carries_on() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "panicky";
+    let ids = enqueue_adds(&mut con, q, 8);
+    // After the 3rd job the slot panics, holding the 4th (started by the 3rd's outcome call).
+    let out = burst(&redis, &[q, "--test-faults", "slot-panic-after-jobs=3"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("the slot loop panicked"), "{log}");
+    assert!(log.contains("back at the front of its queue"), "{log}");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(status(&mut con, id).as_deref(), Some("finished"), "job {i}");
+        let rv = latest_result(&mut con, id);
+        let v = codec::decode_return_value(&rv["return_value"], Serializer::Pickle).unwrap();
+        assert_eq!(v, PyValue::Int(i as i64 + 1));
+        let entries: i64 = con.xlen(format!("rq:results:{id}")).unwrap();
+        assert_eq!(entries, 1, "job {i} ran once");
+    }
+    nothing_left_behind(&mut con, q);
+}
+
+#[test]
+fn a_slot_panic_while_a_job_is_held_fails_that_job_readably_and_only_it() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "panicky";
+    let ids = enqueue_adds(&mut con, q, 5);
+    let out = burst(&redis, &[q, "--test-faults", "slot-panic-before-record=2"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i == 1 { "failed" } else { "finished" };
+        assert_eq!(status(&mut con, id).as_deref(), Some(want), "job {i}: {log}");
+    }
+    assert_eq!(
+        exc_last_line(&mut con, &ids[1]),
+        "SystemError: the rq-worker slot running this job panicked: test fault injection: slot-panic-before-record"
+    );
+    let score: Option<f64> = con.zscore(format!("rq:failed:{q}"), &ids[1]).unwrap();
+    assert!(score.is_some(), "in the failed registry");
+    nothing_left_behind(&mut con, q);
+}
+
+#[test]
+fn a_slot_that_keeps_panicking_gives_up_and_the_process_exits_non_zero() {
+    let redis = TestRedis::start();
+    let mut con = redis.con();
+    let q = "panicky";
+    let id = enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
+    let out = burst(
+        &redis,
+        &[q, "--concurrency", "2", "--test-faults", "slot-panic-always"],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("without getting a job done") && log.contains("it stops"),
+        "{log}"
+    );
+    // Never dequeued (the fault fires before the dequeue), so still queued and untouched.
+    assert_eq!(status(&mut con, &id).as_deref(), Some("queued"));
+    let queued: Vec<String> = con.lrange(format!("rq:queue:{q}"), 0, -1).unwrap();
+    assert_eq!(queued, vec![id]);
+    // Both slots deregistered.
+    let workers: Vec<String> = con.smembers("rq:workers").unwrap();
+    assert!(workers.is_empty(), "{workers:?}");
+}

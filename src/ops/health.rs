@@ -42,12 +42,14 @@ impl Beacon {
             .store(now_ms().saturating_add(bound_ms), Ordering::Relaxed);
     }
 
-    /// The thread ended normally.
+    /// The thread ended normally (a thread already counted dead stays dead).
     pub fn exited(&self) {
-        self.state.store(EXITED, Ordering::SeqCst);
+        let _ = self
+            .state
+            .compare_exchange(RUNNING, EXITED, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// The thread ended by a panic.
+    /// The thread ended by a panic, or gave up after panics it could not recover from.
     pub fn dead(&self) {
         self.state.store(DEAD, Ordering::SeqCst);
     }
@@ -96,18 +98,23 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Watch a new thread, which promises to check in within `first_bound`.
+    /// Watch a thread, which promises to check in within `first_bound`. A thread restarted under
+    /// the same name (after a panic it recovered from) takes over its old beacon, running again.
     pub fn watch(&self, name: impl Into<String>, first_bound: Duration) -> Arc<Beacon> {
+        let name = name.into();
+        let mut beacons = self.beacons.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = beacons.iter().find(|b| b.name == name) {
+            b.state.store(RUNNING, Ordering::SeqCst);
+            b.alive_for(first_bound);
+            return b.clone();
+        }
         let b = Arc::new(Beacon {
-            name: name.into(),
+            name,
             deadline_ms: AtomicU64::new(0),
             state: AtomicU8::new(RUNNING),
         });
         b.alive_for(first_bound);
-        self.beacons
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(b.clone());
+        beacons.push(b.clone());
         b
     }
 
@@ -214,6 +221,13 @@ mod tests {
             panic!("boom");
         });
         assert!(t.join().is_err());
+        assert_eq!(l.check().unwrap_err(), ["slot-c: thread died (panic)"]);
+        // Restarted under the same name: healthy again, with one beacon, not two.
+        let c = l.watch("slot-c", Duration::from_secs(60));
+        assert_eq!(l.check(), Ok(2));
+        // A thread marked dead stays dead when its guard later drops normally.
+        c.dead();
+        drop(BeaconGuard(c));
         assert_eq!(l.check().unwrap_err(), ["slot-c: thread died (panic)"]);
     }
 

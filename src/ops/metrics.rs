@@ -53,6 +53,9 @@ pub struct Metrics {
     pub redis_reconnects: IntCounter,
     /// Redis calls that failed, by kind (`connection`, `response`).
     pub redis_errors: IntCounterVec,
+    /// Panics caught in the worker's own threads (slot loops and service threads), each
+    /// followed by a fresh loop or, when they repeat, by the process stopping.
+    pub slot_panics: IntCounter,
     /// Maintenance passes run (one per interval, all queues).
     pub maintenance_runs: IntCounter,
     /// What maintenance cleaned, by kind.
@@ -203,6 +206,11 @@ impl Metrics {
                 &r,
                 "rq_worker_redis_reconnects_total",
                 "Redis connections re-established after a loss.",
+            ),
+            slot_panics: counter(
+                &r,
+                "rq_worker_thread_panics_total",
+                "Panics caught in the worker's own threads (each followed by a fresh loop, or by the process stopping when they repeat).",
             ),
             redis_errors: counter_vec(
                 &r,

@@ -27,27 +27,28 @@ pub struct Cleaned {
 /// Seconds an id may sit in the intermediate list before maintenance acts on it (RQ 1.16.2+: 60).
 pub const STUCK_AFTER_SECS: f64 = 60.0;
 
+/// How long the registry-cleaning lock is taken for. RQ's workers take it for 899 s and never
+/// release it (it doubles as "cleaned recently" across their fleet), so a worker killed while
+/// cleaning blocks everyone's cleaning for 15 minutes. Here it is held only while the pass runs:
+/// taken for this long, re-armed between the pass's steps, released (if still ours) at the end.
+pub const CLEAN_LOCK_SECS: u64 = 60;
+
 /// Clean one queue's registries if the cleaning lock is free. Returns `None` when another worker
-/// holds the lock.
+/// holds the lock. `owner` identifies this worker's hold on the lock (e.g. its name).
 pub fn clean_queue<C: ConnectionLike + Commands>(
     con: &mut C,
     keys: &Keys,
     queue: &str,
+    owner: &str,
     default_result_ttl: i64,
 ) -> redis::RedisResult<Option<Cleaned>> {
-    let lock = keys.clean_registries_lock(queue);
-    let got: Option<String> = redis::cmd("SET")
-        .arg(&lock)
-        .arg(1)
-        .arg("NX")
-        .arg("EX")
-        .arg(899)
-        .query(con)?;
-    if got.is_none() {
+    let lock = [keys.clean_registries_lock(queue)];
+    if scripts::lock_owned(con, owner, CLEAN_LOCK_SECS, &lock)?.is_empty() {
         return Ok(None);
     }
-    let result = clean_locked(con, keys, queue, default_result_ttl);
-    let _: redis::RedisResult<()> = con.del(&lock);
+    let rearm = |con: &mut C| scripts::lock_owned(con, owner, CLEAN_LOCK_SECS, &lock).map(|_| ());
+    let result = clean_locked(con, keys, queue, default_result_ttl, &rearm);
+    let _ = scripts::release_owned(con, owner, &lock);
     result.map(Some)
 }
 
@@ -106,6 +107,7 @@ fn clean_locked<C: ConnectionLike + Commands>(
     keys: &Keys,
     queue: &str,
     default_result_ttl: i64,
+    rearm: &dyn Fn(&mut C) -> redis::RedisResult<()>,
 ) -> redis::RedisResult<Cleaned> {
     let now = Timestamp::now();
     let mut out = Cleaned::default();
@@ -143,6 +145,7 @@ fn clean_locked<C: ConnectionLike + Commands>(
         )?;
         out.abandoned.push(job_id);
     }
+    rearm(con)?;
 
     // Worker sets: drop keys whose hash expired.
     for set in [keys.queue_workers(queue), keys.workers()] {
@@ -155,6 +158,8 @@ fn clean_locked<C: ConnectionLike + Commands>(
             }
         }
     }
+
+    rearm(con)?;
 
     // rq 3.0's ready registry, only where an rq 3.0 worker wrote one.
     let ready: bool = con.exists(keys.ready(queue))?;

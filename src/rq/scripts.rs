@@ -51,10 +51,10 @@ static UNSTART: LazyLock<Script> = LazyLock::new(|| {
 });
 static HEARTBEAT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
-static SCHED_LOCK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/scheduler_lock.lua")));
-static SCHED_RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/scheduler_release.lua")));
+static OWNED_LOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/owned_lock.lua")));
+static OWNED_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/owned_release.lua")));
 static ENQUEUE_DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_due.lua")));
 
@@ -453,6 +453,38 @@ pub fn heartbeat_busy(
     Ok(vanished == 1)
 }
 
+/// Take or refresh locks that `owner` holds for `ttl` seconds: each key is taken when free and
+/// refreshed when `owner` already holds it. Returns the keys held after the call.
+pub fn lock_owned(
+    con: &mut dyn ConnectionLike,
+    owner: &str,
+    ttl: u64,
+    lock_keys: &[String],
+) -> redis::RedisResult<Vec<String>> {
+    let mut inv = OWNED_LOCK.prepare_invoke();
+    inv.arg(owner).arg(ttl.max(1));
+    for k in lock_keys {
+        inv.arg(k);
+    }
+    inv.invoke(con)
+}
+
+/// Release the locks among `lock_keys` that `owner` still holds (one that expired and was taken
+/// by someone else is left alone).
+pub fn release_owned(
+    con: &mut dyn ConnectionLike,
+    owner: &str,
+    lock_keys: &[String],
+) -> redis::RedisResult<()> {
+    let mut inv = OWNED_RELEASE.prepare_invoke();
+    inv.arg(owner);
+    for k in lock_keys {
+        inv.arg(k);
+    }
+    let _: Value = inv.invoke(con)?;
+    Ok(())
+}
+
 /// Take or refresh the scheduler locks of `queues`; returns the queues whose lock we hold.
 pub fn scheduler_lock(
     con: &mut dyn ConnectionLike,
@@ -461,12 +493,8 @@ pub fn scheduler_lock(
     queues: &[String],
     ttl: u64,
 ) -> redis::RedisResult<Vec<String>> {
-    let mut inv = SCHED_LOCK.prepare_invoke();
-    inv.arg(owner).arg(ttl);
-    for q in queues {
-        inv.arg(keys.scheduler_lock(q));
-    }
-    let held: Vec<String> = inv.invoke(con)?;
+    let lock_keys: Vec<String> = queues.iter().map(|q| keys.scheduler_lock(q)).collect();
+    let held = lock_owned(con, owner, ttl, &lock_keys)?;
     Ok(queues
         .iter()
         .filter(|q| held.contains(&keys.scheduler_lock(q)))
@@ -481,13 +509,8 @@ pub fn scheduler_release(
     owner: &str,
     queues: &[String],
 ) -> redis::RedisResult<()> {
-    let mut inv = SCHED_RELEASE.prepare_invoke();
-    inv.arg(owner);
-    for q in queues {
-        inv.arg(keys.scheduler_lock(q));
-    }
-    let _: Value = inv.invoke(con)?;
-    Ok(())
+    let lock_keys: Vec<String> = queues.iter().map(|q| keys.scheduler_lock(q)).collect();
+    release_owned(con, owner, &lock_keys)
 }
 
 /// Move due jobs of `queue` from the scheduled registry to the queue; returns how many.

@@ -1,10 +1,14 @@
 //! Fault injection for the test suites (`RQ_WORKER_TEST_FAULTS`, hidden from `--help`): the way
-//! tests make a slot wedge or die on purpose, to check that `/healthz` notices. Each fault fires
-//! once per process. Production never sets it; unknown names are reported and ignored.
+//! tests make a slot wedge or panic on purpose, to check that `/healthz` notices and that the slot
+//! recovers. Production never sets it; unknown names are reported and ignored.
 //!
 //! - `slot-wedge-after-jobs=N`: after the process has finished N jobs, the slot that finished the
-//!   N-th stops making progress (it sleeps without checking in until shutdown).
-//! - `slot-panic-after-jobs=N`: the same slot panics instead.
+//!   N-th stops making progress (it sleeps without checking in until shutdown). Once.
+//! - `slot-panic-after-jobs=N`: the same slot's loop panics instead (between jobs, holding the
+//!   next job if its queue was busy). Once.
+//! - `slot-panic-before-record=N`: the slot running the N-th job panics after the job ran and
+//!   before its outcome is recorded (holding a running job). Once.
+//! - `slot-panic-always`: every slot's loop panics each time it looks for work, so it cannot go on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +19,10 @@ use log::warn;
 pub struct Faults {
     wedge_after: Option<u64>,
     panic_after: Option<u64>,
-    fired: AtomicBool,
+    panic_before_record: Option<u64>,
+    panic_always: bool,
+    fired_after: AtomicBool,
+    fired_before_record: AtomicBool,
 }
 
 /// What a slot must do after a job.
@@ -39,10 +46,16 @@ impl Faults {
             match (name.trim(), n) {
                 ("slot-wedge-after-jobs", Some(n)) => f.wedge_after = Some(n),
                 ("slot-panic-after-jobs", Some(n)) => f.panic_after = Some(n),
+                ("slot-panic-before-record", Some(n)) => f.panic_before_record = Some(n),
+                ("slot-panic-always", _) => f.panic_always = true,
                 _ => warn!("RQ_WORKER_TEST_FAULTS: {item:?} not understood; ignored"),
             }
         }
-        if f.wedge_after.is_some() || f.panic_after.is_some() {
+        if f.wedge_after.is_some()
+            || f.panic_after.is_some()
+            || f.panic_before_record.is_some()
+            || f.panic_always
+        {
             warn!("test fault injection is on: {f:?}");
         }
         f
@@ -58,7 +71,18 @@ impl Faults {
         } else {
             return None;
         };
-        (!self.fired.swap(true, Ordering::SeqCst)).then_some(fault)
+        (!self.fired_after.swap(true, Ordering::SeqCst)).then_some(fault)
+    }
+
+    /// Whether the slot about to record the outcome of job number `job_number` must panic.
+    pub fn before_record(&self, job_number: u64) -> bool {
+        self.panic_before_record.is_some_and(|n| job_number >= n)
+            && !self.fired_before_record.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether a slot looking for work must panic.
+    pub fn when_idle(&self) -> bool {
+        self.panic_always
     }
 }
 
@@ -73,5 +97,10 @@ mod tests {
         assert_eq!(f.after_job(2), Some(Fault::Wedge));
         assert_eq!(f.after_job(3), None);
         assert_eq!(Faults::parse(None).after_job(100), None);
+        let f = Faults::parse(Some("slot-panic-before-record=2,slot-panic-always"));
+        assert!(!f.before_record(1));
+        assert!(f.before_record(2));
+        assert!(!f.before_record(3));
+        assert!(f.when_idle() && f.when_idle());
     }
 }

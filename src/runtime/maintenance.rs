@@ -1,7 +1,7 @@
 //! The maintenance thread: registry cleaning for every queue at start and then every
 //! `--maintenance-interval` seconds (RQ: 600), under RQ's per-queue lock so that Python workers
-//! and rq-worker processes never clean the same queue at once; then groups and rq 3.0's
-//! concurrency limits.
+//! and rq-worker processes never clean the same queue at once (held only while the pass runs, see
+//! [`maintenance::CLEAN_LOCK_SECS`]); then groups and rq 3.0's concurrency limits.
 //!
 //! Between those runs it also answers the slots' requests for an early look at the intermediate
 //! lists: a slot whose dequeue lost its reply with the connection may have left a job there, and
@@ -102,6 +102,12 @@ fn report(q: &str, c: &maintenance::Cleaned) {
 }
 
 fn full_pass(process: &Process) {
+    // This process's hold on the cleaning locks: the first slot's worker name is unique.
+    let owner = process
+        .slots
+        .first()
+        .map(|s| s.info.name.clone())
+        .unwrap_or_else(|| format!("rq-worker-{}", std::process::id()));
     {
         match process.connector.connect(Duration::from_secs(60)) {
             Ok(mut con) => {
@@ -111,6 +117,7 @@ fn full_pass(process: &Process) {
                         &mut con,
                         &process.keys,
                         q,
+                        &owner,
                         process.config.results_ttl,
                     ) {
                         Ok(Some(c)) => report(q, &c),

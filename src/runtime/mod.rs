@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod scheduler;
 pub mod shutdown;
 pub mod slot;
+pub mod supervise;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum RuntimeError {
     NoSlots,
     #[error("no worker could be registered (see the log)")]
     NoWorkerStarted,
+    #[error("{0}")]
+    GaveUp(String),
     #[error(transparent)]
     Metrics(#[from] http::BindError),
 }
@@ -82,12 +85,26 @@ pub struct Process {
     intermediate_checks: std::sync::Mutex<Vec<std::time::Instant>>,
     /// Jobs finished by all slots, for `--max-jobs`.
     jobs_done: AtomicU64,
+    /// Why a thread gave up (see [`Process::give_up`]); the process then exits non-zero.
+    gave_up: std::sync::Mutex<Option<String>>,
 }
 
 impl Process {
     /// EXPIRE of an idle worker hash (RQ: worker_ttl + 60).
     pub fn idle_ttl(&self) -> u64 {
         self.config.worker_ttl + 60
+    }
+
+    /// A thread cannot go on (it kept panicking): say so, stop the whole process (a warm
+    /// shutdown: the other slots finish their jobs) and make it exit non-zero, rather than serve
+    /// on with fewer threads.
+    pub fn give_up(&self, why: String) {
+        log::error!("{why}");
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+        self.shutdown.advance(Phase::Warm);
     }
 
     pub fn job_done(&self) {
@@ -339,6 +356,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         faults: faults::Faults::parse(config.test_faults.as_deref()),
         intermediate_checks: std::sync::Mutex::new(Vec::new()),
         jobs_done: AtomicU64::new(0),
+        gave_up: std::sync::Mutex::new(None),
         config,
     });
     info!(
@@ -378,30 +396,18 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         let p = process.clone();
         spawn("signals", Box::new(move || control::signals(p)));
     }
+    // Each service loop runs under supervise::service: a panic restarts it, repeated ones stop
+    // the process.
+    let supervised = |name: &'static str, f: fn(Arc<Process>)| -> Box<dyn FnOnce() + Send> {
+        let p = process.clone();
+        Box::new(move || supervise::service(&p, name, || f(p.clone())))
+    };
     for (name, f) in [
-        (
-            "heartbeat",
-            Box::new({
-                let p = process.clone();
-                move || heartbeat::run(p)
-            }) as Box<dyn FnOnce() + Send>,
-        ),
-        (
-            "pubsub",
-            Box::new({
-                let p = process.clone();
-                move || control::pubsub(p)
-            }),
-        ),
-        (
-            "maintenance",
-            Box::new({
-                let p = process.clone();
-                move || maintenance::run(p)
-            }),
-        ),
+        ("heartbeat", heartbeat::run as fn(Arc<Process>)),
+        ("pubsub", control::pubsub),
+        ("maintenance", maintenance::run),
     ] {
-        services.extend(spawn(name, f));
+        services.extend(spawn(name, supervised(name, f)));
     }
     if process.config.with_scheduler {
         if process.config.burst {
@@ -421,7 +427,9 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
             .unwrap_or_default();
         services.extend(spawn(
             "scheduler",
-            Box::new(move || scheduler::run(p, name)),
+            Box::new(move || {
+                supervise::service(&p, "scheduler", || scheduler::run(p.clone(), name.clone()))
+            }),
         ));
     }
     let mut workers = Vec::new();
@@ -448,6 +456,14 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         let _ = s.join();
     }
     webhooks::wait_idle(Duration::from_secs(30));
+    if let Some(why) = process
+        .gave_up
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(RuntimeError::GaveUp(why));
+    }
     if registered == 0 {
         return Err(RuntimeError::NoWorkerStarted);
     }

@@ -33,6 +33,7 @@ use crate::runtime::failure;
 use crate::runtime::faults::Fault;
 use crate::runtime::hooks::RedisHooks;
 use crate::runtime::shutdown::Phase;
+use crate::runtime::supervise;
 use crate::runtime::webhooks;
 
 /// The job a slot is running, as the heartbeat and pub/sub threads need to see it.
@@ -65,6 +66,9 @@ pub struct SlotShared {
     pub last_beat: Mutex<Instant>,
     /// The slot thread's check-in for `/healthz`, set when the thread starts.
     beacon: OnceLock<Arc<Beacon>>,
+    /// Execution ids of starts made for this slot whose job is not running yet (including a start
+    /// whose reply has not arrived): what a panic would strand, for [`recover`] to put back.
+    held_starts: Mutex<Vec<String>>,
 }
 
 impl SlotShared {
@@ -80,7 +84,28 @@ impl SlotShared {
             registered: AtomicBool::new(false),
             last_beat: Mutex::new(Instant::now()),
             beacon: OnceLock::new(),
+            held_starts: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A start for this slot is about to be asked for (execution `execution_id`).
+    fn hold_start(&self, execution_id: &str) {
+        self.held_starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(execution_id.to_string());
+    }
+
+    /// That start started nothing, or its job is now running (and tracked as running).
+    fn release_start(&self, execution_id: &str) {
+        self.held_starts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| e != execution_id);
+    }
+
+    fn take_held_starts(&self) -> Vec<String> {
+        std::mem::take(&mut *self.held_starts.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Promise `/healthz` that the slot thread checks in again within `bound`.
@@ -177,6 +202,12 @@ fn exc_summary(text: &str) -> (&str, &str) {
 
 /// Run one slot until shutdown, burst exhaustion, `--max-jobs` or `--max-idle-time`.
 /// Returns whether the worker was registered at all.
+///
+/// The serving loop runs under [`supervise::catch`]: a panic anywhere in it (a bug, or outside
+/// data no check foresaw) is caught here; the jobs the slot held are failed (the one running) or
+/// put back in their queue (those started but not yet running), and a fresh loop takes over. A
+/// slot that keeps panicking without getting anything done gives up: it deregisters, `/healthz`
+/// reports it dead and the process stops and exits non-zero instead of serving with fewer slots.
 pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     let name = slot.info.name.clone();
     let cfg = &process.config;
@@ -186,7 +217,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
         .get_or_init(|| process.liveness.watch(format!("slot {name}"), bound))
         .clone();
     // Marks the beacon dead if this thread panics, exited if it returns.
-    let _guard = BeaconGuard(beacon);
+    let _guard = BeaconGuard(beacon.clone());
     let read_timeout = cfg.dequeue_timeout() + Duration::from_secs(30);
     let mut con = match process.connector.connect_retrying(
         read_timeout,
@@ -217,12 +248,69 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
         info.pid
     );
 
+    let mut strikes = supervise::Strikes::default();
+    loop {
+        let served = supervise::catch(|| serve(&process, &slot, &mut con));
+        let Err(panic) = served else { break };
+        error!("worker {name}: the slot loop panicked: {panic}");
+        metrics::with(|m| m.slot_panics.inc());
+        let released = recover(&process, &slot, &mut con, &panic);
+        if released > 0 {
+            strikes.progress();
+        }
+        match strikes.strike() {
+            supervise::Verdict::Retry(pause) => {
+                warn!(
+                    "worker {name}: {released} held job(s) failed or put back; a fresh loop starts in {pause:?}"
+                );
+                process.shutdown.sleep(pause, Phase::Warm);
+            }
+            supervise::Verdict::GiveUp => {
+                beacon.dead();
+                process.give_up(format!(
+                    "worker {name}: the slot loop panicked {} times in a row without getting a job done ({panic}); it stops, and the process with it",
+                    supervise::MAX_STRIKES
+                ));
+                break;
+            }
+        }
+    }
+
+    // Teardown: deregister (retrying briefly if Redis is down).
+    for attempt in 0..5 {
+        match worker::death(&mut con, &process.keys, &info) {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(
+                    "worker {name}: deregistering failed ({e}); attempt {}",
+                    attempt + 1
+                );
+                std::thread::sleep(Duration::from_millis(500));
+                if let Ok(c) = process.connector.connect(Duration::from_secs(10)) {
+                    con = c;
+                }
+            }
+        }
+    }
+    slot.registered.store(false, Ordering::SeqCst);
+    metrics::with(|m| m.slots.dec());
+    info!("worker {name} stopped");
+    true
+}
+
+/// The serving loop of a registered slot: dequeue, run, record, until the slot should stop.
+/// Everything a panic here would strand is visible to [`recover`]: the running job through
+/// [`SlotShared::running`], jobs started for the slot but not yet running through its held starts.
+fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connection) {
+    let name = slot.info.name.clone();
+    let cfg = &process.config;
+    let bound = process.slot_bound();
     let mut executor = Executor::new(&format!("job-{name}"));
-    let mut queues = info.queues.clone();
+    let mut queues = slot.info.queues.clone();
     let mut idle_since = Instant::now();
     let mut state_suspended = false;
     let mut backoff = Duration::from_millis(10);
-    let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap_or(-1);
+    let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
     let mut client_id = client_id;
 
     // A job already dequeued and marked started (by the start script, or by the previous
@@ -237,10 +325,10 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
             }
             slot.beat();
             pending = run_job(
-                &process,
-                &slot,
+                process,
+                slot,
                 &mut executor,
-                &mut con,
+                con,
                 &mut client_id,
                 s,
                 execution_id,
@@ -270,10 +358,14 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
             DequeueStrategy::RoundRobin => {}
             DequeueStrategy::Random => queues.shuffle(&mut rand::rng()),
         }
+        if process.faults.when_idle() {
+            panic!("test fault injection: slot-panic-always");
+        }
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        slot.hold_start(&execution_id);
         let started = metrics::redis_call("start", || {
             scripts::start(
-                &mut con,
+                con,
                 &process.keys,
                 StartFrom::Pop { queues: &queues },
                 &name,
@@ -285,11 +377,13 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
         });
         match started {
             Ok(StartOutcome::Started(s)) => {
+                // Held (since before the call) until run_job takes it.
                 state_suspended = false;
                 backoff = Duration::from_millis(10);
                 pending = Some((s, execution_id));
             }
             Ok(StartOutcome::Suspended) => {
+                slot.release_start(&execution_id);
                 if cfg.burst {
                     info!("worker {name}: suspended, burst mode exits");
                     break;
@@ -297,7 +391,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                 if !state_suspended {
                     info!("worker {name}: suspended (rq suspend); waiting for rq resume");
                     let _ = worker::set_state(
-                        &mut con,
+                        con,
                         &process.keys,
                         &name,
                         "suspended",
@@ -308,9 +402,10 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                 process.shutdown.sleep(Duration::from_secs(1), Phase::Warm);
             }
             Ok(StartOutcome::Empty) => {
+                slot.release_start(&execution_id);
                 if state_suspended {
                     let _ = worker::set_state(
-                        &mut con,
+                        con,
                         &process.keys,
                         &name,
                         "idle",
@@ -354,14 +449,15 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                         .arg("LEFT")
                         .arg("RIGHT")
                         .arg(format!("{wait_secs:.3}"))
-                        .query(&mut con);
+                        .query(con);
                     slot.blocking_client.store(-1, Ordering::SeqCst);
                     slot.check_in(bound);
                     match moved {
                         Ok(Some(job_id)) => {
                             let execution_id = uuid::Uuid::new_v4().simple().to_string();
+                            slot.hold_start(&execution_id);
                             let r = scripts::start(
-                                &mut con,
+                                con,
                                 &process.keys,
                                 StartFrom::Moved {
                                     queue: &q,
@@ -375,7 +471,7 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                             );
                             match r {
                                 Ok(StartOutcome::Started(s)) => pending = Some((s, execution_id)),
-                                Ok(_) => {}
+                                Ok(_) => slot.release_start(&execution_id),
                                 Err(e) => {
                                     let lost = is_connection_error(&e);
                                     if lost {
@@ -384,20 +480,21 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                         process.request_intermediate_check();
                                     }
                                     handle_redis_error(
-                                        &process,
-                                        &slot,
-                                        &mut con,
+                                        process,
+                                        slot,
+                                        con,
                                         &mut client_id,
                                         e,
                                     );
                                     if lost {
                                         put_back_lost_start(
-                                            &process,
+                                            process,
                                             &name,
-                                            &mut con,
+                                            con,
                                             &execution_id,
                                         );
                                     }
+                                    slot.release_start(&execution_id);
                                 }
                             }
                         }
@@ -407,41 +504,22 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
                                 // BLMOVE may have moved a job whose id never reached us.
                                 process.request_intermediate_check();
                             }
-                            handle_redis_error(&process, &slot, &mut con, &mut client_id, e)
+                            handle_redis_error(process, slot, con, &mut client_id, e)
                         }
                     }
                 }
             }
             Err(e) => {
                 let lost = is_connection_error(&e);
-                handle_redis_error(&process, &slot, &mut con, &mut client_id, e);
+                handle_redis_error(process, slot, con, &mut client_id, e);
                 if lost {
-                    put_back_lost_start(&process, &name, &mut con, &execution_id);
+                    put_back_lost_start(process, &name, con, &execution_id);
                 }
+                slot.release_start(&execution_id);
             }
         }
     }
 
-    // Teardown: deregister (retrying briefly if Redis is down).
-    for attempt in 0..5 {
-        match worker::death(&mut con, &process.keys, &info) {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(
-                    "worker {name}: deregistering failed ({e}); attempt {}",
-                    attempt + 1
-                );
-                std::thread::sleep(Duration::from_millis(500));
-                if let Ok(c) = process.connector.connect(Duration::from_secs(10)) {
-                    con = c;
-                }
-            }
-        }
-    }
-    slot.registered.store(false, Ordering::SeqCst);
-    metrics::with(|m| m.slots.dec());
-    info!("worker {name} stopped");
-    true
 }
 
 /// The function name for log lines, from the job's `description` (`func(args...)`).
@@ -477,6 +555,82 @@ fn put_back_lost_start(
         Ok(None) => {}
         Err(e) => warn!("worker {name}: could not check for a start lost with the connection: {e}"),
     }
+}
+
+/// After a panic in [`serve`]: a fresh connection, then every job the slot held is settled. The
+/// running one is failed with the panic as its `exc_info` (or retried, if it has retries left),
+/// unless its outcome was already recorded; those started but not yet running go back to the
+/// front of their queue. Returns how many jobs were settled. A job still unsettled (Redis down
+/// throughout) is left to abandoned-job cleanup, as a killed worker's would be.
+fn recover(
+    process: &Arc<Process>,
+    slot: &Arc<SlotShared>,
+    con: &mut redis::Connection,
+    panic: &str,
+) -> usize {
+    let name = &slot.info.name;
+    let read_timeout = process.config.dequeue_timeout() + Duration::from_secs(30);
+    match process.connector.connect_retrying(
+        read_timeout,
+        &process.shutdown,
+        Phase::Cold,
+        name,
+        slot.beacon(),
+    ) {
+        Ok(c) => *con = c,
+        Err(e) => warn!("worker {name}: cannot reconnect after a panic ({e})"),
+    }
+    let mut settled = 0;
+    if let Some(r) = slot.running() {
+        let text = failure::traceback(
+            "rq-worker",
+            "SystemError",
+            &format!("the rq-worker slot running this job panicked: {panic}"),
+        );
+        let finish = Finish {
+            job_id: &r.job_id,
+            origin: &r.origin,
+            worker: name,
+            execution_id: &r.execution_id,
+            member: &r.member,
+            outcome: Outcome::Failed { allow_retry: true },
+            started_f: String::new(),
+            ended_f: Timestamp::now().epoch_f(),
+            return_value: String::new(),
+            exc_string: codec::encode_exc_string(&text),
+            default_result_ttl: process.config.results_ttl,
+            working_time_secs: r.started.elapsed().as_secs_f64(),
+            worker_ttl: process.idle_ttl(),
+        };
+        // Replay semantics: recorded only if the job is still started by this worker.
+        match scripts::finish_replay(con, &process.keys, &finish, "") {
+            Ok(recorded) => {
+                settled += 1;
+                warn!(
+                    "worker {name}: job {} held when the slot panicked: {recorded:?}",
+                    r.job_id
+                );
+            }
+            Err(e) => warn!(
+                "worker {name}: cannot settle job {} after a panic ({e}); abandoned-job cleanup will",
+                r.job_id
+            ),
+        }
+        slot.set_running(None);
+    }
+    for execution_id in slot.take_held_starts() {
+        match scripts::unstart(con, &process.keys, name, &execution_id) {
+            Ok(Some(job_id)) => {
+                settled += 1;
+                warn!(
+                    "worker {name}: job {job_id}, started for the slot but not yet running when it panicked, is back at the front of its queue"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => warn!("worker {name}: cannot put back a held start after a panic ({e})"),
+        }
+    }
+    settled
 }
 
 fn handle_redis_error(
@@ -555,6 +709,7 @@ fn run_job(
         started: started_at,
         timeout,
     }));
+    slot.release_start(&execution_id);
 
     let decided = match record {
         Err(e) => fail_text(&s.job_id, "ValueError", &format!("malformed job hash: {e}")),
@@ -606,6 +761,12 @@ fn run_job(
         layout: process.layout,
     });
     let mut next_started = None;
+    if next.is_some() {
+        slot.hold_start(&next_execution_id);
+    }
+    if process.faults.before_record(process.jobs_done() + 1) {
+        panic!("test fault injection: slot-panic-before-record");
+    }
     // After a connection error, whether the failed call ran is unknown: the retries replay it
     // (recording nothing twice, and putting back a next job it may have started).
     let mut replay: Option<&str> = None;
@@ -665,6 +826,9 @@ fn run_job(
             }
         }
     };
+    if !matches!(next_started, Some(StartOutcome::Started(_))) {
+        slot.release_start(&next_execution_id);
+    }
     slot.set_running(None);
     slot.beat();
     process.job_done();

@@ -1,5 +1,6 @@
--- Acquire or refresh a scheduler lock (rq 2.11+ semantics): take it when free, refresh it when
--- ours. ARGV: owner, ttl, then lock keys. Returns the list of locks held after the call.
+-- Acquire or refresh locks held by one owner (the scheduler locks, with rq 2.11+ semantics, and
+-- the registry-cleaning lock): take a lock when free, refresh it when ours.
+-- ARGV: owner, ttl, then lock keys. Returns the list of locks held after the call.
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local held = {}
 for i = 3, #ARGV do
