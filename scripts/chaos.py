@@ -608,7 +608,7 @@ def table(rows):
             "finished", "failed as expected", "abandoned (killed mid-job)", "re-executed", "lost",
             "duplicated", "re-exec unexplained", "wrong", "failed without running", "stuck", "stale",
             "panics", "crashes", "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in rows:
         f, c = r["faults"], r["counts"]
         name = "rq-worker" if r["kind"] == "rust" else f"Python rq worker {rq.__version__}"
@@ -618,8 +618,37 @@ def table(rows):
                  c["failed_expected"], c["abandoned"], c["reexecuted"], c["lost"], c["duplicated"],
                  c["reexec_unexplained"], c["wrong"], c["failed_without_running"], c["stuck"], c["stale"],
                  c["panics"] if r["kind"] == "rust" else "-", c["crashes"], r["seconds"]]
-        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown(head, lines)
+
+
+def markdown(head, rows):
+    """A Markdown table."""
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(str(x) for x in cells) + " |" for cells in rows])
+
+
+def run_rows(rows, title, table_fn, violations, args):
+    """Run each row, log its first problems, print the table, write --json; the exit status."""
+    results = []
+    for row in rows:
+        results.append(row.run())
+        problems = results[-1]["problems"]
+        for p in problems[:25]:
+            log(f"{row.kind}: {p}")
+        if len(problems) > 25:
+            log(f"{row.kind}: ... {len(problems) - 25} more problems (see --json)")
+    print()
+    print(title)
+    print(table_fn(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": results}, indent=1, default=str))
+    bad = [r for r in results if r["kind"] == "rust" and any(r["counts"][v] for v in violations)]
+    if bad:
+        print("chaos: rq-worker broke an invariant: "
+              + ", ".join(f"{v}={bad[0]['counts'][v]}" for v in violations if bad[0]["counts"][v]))
+        return 1 if args.check else 0
+    return 0
 
 
 def main():
@@ -644,27 +673,10 @@ def main():
     jobs, faults = make_plan(a.seed, a.jobs, a.duration, a.faults_per_minute)
     per_kind = {k: sum(j["kind"] == k for j in jobs) for k in JOB_KINDS}
     log(f"seed {a.seed}: {len(jobs)} jobs {per_kind}, {len(faults)} faults planned")
-    rows = []
-    for kind in kinds:
-        row = Row(kind, a, jobs, faults, Path(a.workdir) / f"{kind}-seed{a.seed}")
-        rows.append(row.run())
-        for p in rows[-1]["problems"][:25]:
-            log(f"{kind}: {p}")
-        if len(rows[-1]["problems"]) > 25:
-            log(f"{kind}: ... {len(rows[-1]['problems']) - 25} more problems (see --json)")
-    print()
-    print(f"chaos seed={a.seed} jobs={a.jobs} duration={a.duration:g}s faults/min={a.faults_per_minute:g} "
-          f"rq-worker procs={a.procs}x{a.concurrency}, python procs={a.procs * a.concurrency}, rq {rq.__version__}")
-    print(table(rows))
-    if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1, default=str))
-    bad = [r for r in rows if r["kind"] == "rust" and any(r["counts"][v] for v in VIOLATIONS)]
-    if bad:
-        print("chaos: rq-worker broke an invariant: "
-              + ", ".join(f"{v}={bad[0]['counts'][v]}" for v in VIOLATIONS if bad[0]["counts"][v]))
-        if a.check:
-            return 1
-    return 0
+    rows = [Row(kind, a, jobs, faults, Path(a.workdir) / f"{kind}-seed{a.seed}") for kind in kinds]
+    title = (f"chaos seed={a.seed} jobs={a.jobs} duration={a.duration:g}s faults/min={a.faults_per_minute:g} "
+             f"rq-worker procs={a.procs}x{a.concurrency}, python procs={a.procs * a.concurrency}, rq {rq.__version__}")
+    return run_rows(rows, title, table, VIOLATIONS, a)
 
 
 if __name__ == "__main__":

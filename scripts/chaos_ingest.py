@@ -24,7 +24,6 @@ intermediate list. Exit 1 with `--check` when the rq-worker row breaks one of th
 """
 import argparse
 import importlib.util
-import json
 import os
 import random
 import subprocess
@@ -39,7 +38,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "ingest-tests"))
 
 import psycopg  # noqa: E402
-import redis  # noqa: E402
 from rq import Queue  # noqa: E402
 
 import chaos  # noqa: E402
@@ -286,7 +284,7 @@ def table(rows):
             "redis restart", "CLIENT KILL (conns)", "ready", "failed", "left by a killed job", "stuck",
             "half-written", "lost", "wrong", "tokens reserved at end", "usage drift", "stale", "panics", "crashes",
             "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in rows:
         f, c = r["faults"], r["counts"]
         name = "rq-worker" if r["kind"] == "rust" else "Python rq worker (reference jobs)"
@@ -295,8 +293,8 @@ def table(rows):
                  c["left_by_kill"], c["stuck"], c["half_written"], c["lost"], c["wrong"], c["reserved_tokens"],
                  c["usage_drift"], c["stale"], c["panics"] if r["kind"] == "rust" else "-", c["crashes"],
                  r["seconds"]]
-        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return chaos.markdown(head, lines)
 
 
 def main():
@@ -314,23 +312,10 @@ def main():
     a.procs, a.concurrency = 2, 1   # the RQ part's knobs, unused here (replicas() decides)
     docs, faults = make_plan(a.seed, a.docs, a.duration, a.faults_per_minute)
     chaos.log(f"ingest seed {a.seed}: {len(docs)} documents, {len(faults)} faults planned")
-    rows = []
-    for kind in [k.strip() for k in a.workers.split(",") if k.strip()]:
-        row = IngestRow(kind, a, [dict(d) for d in docs], faults, Path(a.workdir) / f"ingest-{kind}-seed{a.seed}")
-        rows.append(row.run())
-        for p in rows[-1]["problems"][:25]:
-            chaos.log(f"{kind}: {p}")
-    print()
-    print(f"chaos ingest seed={a.seed} documents={a.docs} duration={a.duration:g}s faults/min={a.faults_per_minute:g}")
-    print(table(rows))
-    if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=1, default=str))
-    bad = [r for r in rows if r["kind"] == "rust" and any(r["counts"][v] for v in DOC_VIOLATIONS)]
-    if bad:
-        print("chaos ingest: rq-worker broke an invariant: "
-              + ", ".join(f"{v}={bad[0]['counts'][v]}" for v in DOC_VIOLATIONS if bad[0]["counts"][v]))
-        return 1 if a.check else 0
-    return 0
+    rows = [IngestRow(kind, a, [dict(d) for d in docs], faults, Path(a.workdir) / f"ingest-{kind}-seed{a.seed}")
+            for kind in [k.strip() for k in a.workers.split(",") if k.strip()]]
+    title = f"chaos ingest seed={a.seed} documents={a.docs} duration={a.duration:g}s faults/min={a.faults_per_minute:g}"
+    return chaos.run_rows(rows, title, table, DOC_VIOLATIONS, a)
 
 
 if __name__ == "__main__":
