@@ -362,6 +362,18 @@ class Row:
 
     # --- the run
     def run(self):
+        """The row's result; every process it started is stopped, also on an error."""
+        try:
+            return self._run()
+        finally:
+            for p in self.procs:
+                p.close()
+            try:
+                self.teardown()
+            finally:
+                self.redis.stop()
+
+    def _run(self):
         a = self.args
         started = time.monotonic()
         self.redis.start()
@@ -409,17 +421,18 @@ class Row:
             r.term_deadline = None
             if r.alive():
                 r.proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
         for r in replicas:
             if r.proc is None:
                 continue
             try:
-                rc = r.proc.proc.wait(30)
+                rc = r.proc.proc.wait(max(0.1, deadline - time.monotonic()))
                 self.note_exit(r.proc, "term" if rc == 0 else f"term rc={rc}")
             except subprocess.TimeoutExpired:
                 harness.kill_tree(r.proc.pid)
                 r.proc.proc.wait(30)
                 self.note_exit(r.proc, "kill9 (warm stop hung)")
-                log(f"{self.kind}: {r.proc.name} ignored the final SIGTERM for 30 s")
+                log(f"{self.kind}: {r.proc.name} still running 30 s after the final SIGTERM: kill -9")
         # one cleanup burst of the same kind after the maintenance lock has lapsed
         time.sleep(MAINTENANCE_INTERVAL + 1)
         cleaner = self.spawn_worker(f"{self.kind[:2]}{self.seed}-cleanup", list(self.queues), burst=True)
@@ -432,17 +445,13 @@ class Row:
         result = self.check(conn)
         result.update(seconds=round(time.monotonic() - started), drain_seconds=round(drain_s),
                       redis_starts=self.redis.starts, enqueue_retries=self.enqueue_retries)
-        for p in self.procs:
-            p.close()
-        self.teardown()
-        self.redis.stop()
         return result
 
     def setup(self):
         """Services beside Redis (none here)."""
 
     def teardown(self):
-        """Stop what setup() started."""
+        """Stop what setup() started (also when it stopped half-way)."""
 
     def replicas(self):
         a = self.args

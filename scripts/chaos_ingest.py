@@ -96,11 +96,13 @@ class IngestRow(chaos.Row):
             d["id"] = f"ingest-{self.seed}-{d['i']:05d}"
 
     def teardown(self):
-        self.world.conn.close()
-        try:
-            next(self._services)
-        except StopIteration:
-            pass
+        if getattr(self, "world", None) is not None:
+            self.world.conn.close()
+        if getattr(self, "_services", None) is not None:
+            try:
+                next(self._services)
+            except StopIteration:
+                pass
 
     def replicas(self):
         if self.kind == "rust":
@@ -108,8 +110,9 @@ class IngestRow(chaos.Row):
         return [chaos.Replica(self, i, ["ingest_extract"] if i < 3 else ["ingest_index"]) for i in range(5)]
 
     def env(self):
+        # REDIS_URL is this row's Redis (the reference extract job enqueues the index job through it)
         env = self.world.env("reference" if self.kind == "python" else "rust")
-        env.pop("REDIS_URL", None)
+        env["REDIS_URL"] = self.redis.url
         if self.kind == "python":
             env["PYTHONPATH"] = str(chaos.REPO / "python-fixtures" / "reference_worker")
         env.setdefault("RUST_BACKTRACE", "1")
