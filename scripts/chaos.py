@@ -639,14 +639,27 @@ def markdown(head, rows):
 
 def run_rows(rows, title, table_fn, violations, args):
     """Run each row, log its first problems, print the table, write --json; the exit status."""
-    results = []
-    for row in rows:
-        results.append(row.run())
-        problems = results[-1]["problems"]
+    results = [None] * len(rows)
+
+    def one(i):
+        results[i] = rows[i].run()
+        problems = results[i]["problems"]
         for p in problems[:25]:
-            log(f"{row.kind}: {p}")
+            log(f"{rows[i].kind}: {p}")
         if len(problems) > 25:
-            log(f"{row.kind}: ... {len(problems) - 25} more problems (see --json)")
+            log(f"{rows[i].kind}: ... {len(problems) - 25} more problems (see --json)")
+
+    if getattr(args, "parallel", False):   # each row has its own Redis, workers and directory
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(rows))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(r is None for r in results):
+            raise SystemExit("chaos: a row did not finish (see its traceback above)")
+    else:
+        for i in range(len(rows)):
+            one(i)
     print()
     print(title)
     print(table_fn(results))
@@ -675,6 +688,7 @@ def main():
     ap.add_argument("--workdir", default=str(REPO / "target" / "chaos"))
     ap.add_argument("--json", help="write the rows (with every problem found) to this file")
     ap.add_argument("--check", action="store_true", help="exit 1 if the rq-worker row breaks an invariant")
+    ap.add_argument("--parallel", action="store_true", help="run the rows at the same time (each on its own Redis)")
     a = ap.parse_args()
     kinds = [k.strip() for k in a.workers.split(",") if k.strip()]
     if "rust" in kinds and not os.access(harness.rust_worker_bin(), os.X_OK):

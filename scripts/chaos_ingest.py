@@ -18,7 +18,8 @@ chunk, chunk indexes 0..n-1) or failed (error_message, no chunk, no embedding), 
 half-written; a document left in `uploaded`/`indexing` counts as "left by a killed job" only when its
 job was failed as abandoned (RQ runs a job at most once unless it has retries, and the platform
 enqueues none), else as stuck. Per workspace: tokens_reserved back to 0 (only a job killed between
-its reservation and its commit may leave some, for `cleanup_stale_reservations`); tokens_used equal to
+its reservation and its commit may leave some: then `jobs.maintenance.cleanup_stale_reservations` runs
+through the row's worker with RESERVATION_TTL_SECONDS=0 and must bring it to 0); tokens_used equal to
 the tokens of the ready documents' chunks. Per job: terminal, in no queue, started registry or
 intermediate list. Exit 1 with `--check` when the rq-worker row breaks one of these.
 """
@@ -272,6 +273,20 @@ class IngestRow(chaos.Row):
         counts["used_tokens"] = int(used)
         if reserved and not counts["jobs_abandoned"]:
             flag("reserved_left", f"{reserved} tokens reserved and no job was killed mid-run")
+        counts["reserved_after_cleanup"] = int(reserved)
+        if reserved:
+            # what the platform runs for reservations a killed job left: the maintenance job, here
+            # with RESERVATION_TTL_SECONDS=0, through a burst worker of this row's kind
+            Queue("chaos_maint", connection=conn).enqueue("jobs.maintenance.cleanup_stale_reservations")
+            self.world.env_overrides["RESERVATION_TTL_SECONDS"] = "0"
+            w = self.spawn_worker(f"{self.kind[:2]}{self.seed}-reservations", ["chaos_maint"], burst=True)
+            rc = w.proc.wait(120)
+            self.note_exit(w, "term" if rc == 0 else f"cleanup rc={rc}")
+            left = db.execute("SELECT coalesce(sum(tokens_reserved), 0) FROM workspace_daily_usage "
+                              "WHERE workspace_id = %s", (self.world.workspace_id,)).fetchone()[0]
+            counts["reserved_after_cleanup"] = int(left)
+            if left:
+                flag("reserved_left", f"{left} tokens still reserved after cleanup_stale_reservations")
         if used != ready_tokens:
             counts["usage_drift"] = 1
             problems.append(f"usage_drift: seed={self.seed} tokens_used={used}, ready documents' chunks hold"
@@ -285,7 +300,7 @@ class IngestRow(chaos.Row):
 def table(rows):
     head = ["worker", "documents", "kill-9", "SIGTERM", "PostgreSQL restart", "storage faults", "embeddings faults",
             "redis restart", "CLIENT KILL (conns)", "ready", "failed", "left by a killed job", "stuck",
-            "half-written", "lost", "wrong", "tokens reserved at end", "usage drift", "stale", "panics", "crashes",
+            "half-written", "lost", "wrong", "tokens reserved at end (after cleanup_stale_reservations)", "usage drift", "stale", "panics", "crashes",
             "seconds"]
     lines = []
     for r in rows:
@@ -293,7 +308,7 @@ def table(rows):
         name = "rq-worker" if r["kind"] == "rust" else "Python rq worker (reference jobs)"
         cells = [name, r["jobs"], f["kill9"], f["sigterm"], f["pg_restart"], f["storage_fault"], f["embeddings_fault"],
                  f["redis_restart"], f"{f['client_kill']} ({r['connections_killed']})", c["ready"], c["failed"],
-                 c["left_by_kill"], c["stuck"], c["half_written"], c["lost"], c["wrong"], c["reserved_tokens"],
+                 c["left_by_kill"], c["stuck"], c["half_written"], c["lost"], c["wrong"], f"{c['reserved_tokens']} ({c['reserved_after_cleanup']})",
                  c["usage_drift"], c["stale"], c["panics"] if r["kind"] == "rust" else "-", c["crashes"],
                  r["seconds"]]
         lines.append(cells)
@@ -311,6 +326,7 @@ def main():
     ap.add_argument("--workdir", default=str(chaos.REPO / "target" / "chaos"))
     ap.add_argument("--json")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--parallel", action="store_true", help="run the rows at the same time (each on its own services)")
     a = ap.parse_args()
     a.procs, a.concurrency = 2, 1   # the RQ part's knobs, unused here (replicas() decides)
     docs, faults = make_plan(a.seed, a.docs, a.duration, a.faults_per_minute)

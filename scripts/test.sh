@@ -150,9 +150,9 @@ run_chaos() {
         echo "test.sh: $label FAILED"; FAILED=$((FAILED + 1)); fail_step "$label"
     fi
 }
-run_chaos chaos rq1.16 scripts/chaos.py --jobs 800 --duration 45
+run_chaos chaos rq1.16 scripts/chaos.py --jobs 800 --duration 45 --parallel
 if [ -d ingest-tests ] && [ -x "$ROOT/.venvs/ingest/bin/python" ]; then
-    run_chaos chaos-ingest ingest scripts/chaos_ingest.py --docs 16 --duration 45
+    run_chaos chaos-ingest ingest scripts/chaos_ingest.py --docs 16 --duration 45 --parallel
 fi
 
 # ---------------------------------------------------------------------------------------------
