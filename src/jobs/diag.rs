@@ -129,7 +129,10 @@ fn tally(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
         Some(other) => {
             return Err(JobError::BadArguments {
                 func_name: "rq_worker.diag.tally".into(),
-                problem: format!("argument 'fail' must be str or None, not {}", other.type_name()),
+                problem: format!(
+                    "argument 'fail' must be str or None, not {}",
+                    other.type_name()
+                ),
             });
         }
     };
@@ -138,9 +141,8 @@ fn tally(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
         Some(s) => seconds_of("rq_worker.diag.tally", s)?,
         None => 0.0,
     };
-    let path = std::env::var_os(TALLY_FILE_ENV).ok_or_else(|| {
-        JobError::failed("RuntimeError", format!("{TALLY_FILE_ENV} is not set"))
-    })?;
+    let path = std::env::var_os(TALLY_FILE_ENV)
+        .ok_or_else(|| JobError::failed("RuntimeError", format!("{TALLY_FILE_ENV} is not set")))?;
     let record = |line: String| -> Result<(), JobError> {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
