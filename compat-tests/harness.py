@@ -49,7 +49,8 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port (never the machine's shared 6379)."""
+    """A private redis-server on a free loopback port (never the machine's shared 6379).
+    $RQW_TEST_REDIS_SERVER names another binary (e.g. the Redis 6.2 of scripts/redis-min.sh)."""
 
     def __init__(self, workdir):
         self.workdir = Path(workdir)
@@ -62,7 +63,8 @@ class RedisServer:
             self.port = free_port()
             self.log = self.workdir / f"redis-{self.port}.log"
             self.proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                [os.environ.get("RQW_TEST_REDIS_SERVER") or "redis-server",
+                 "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
                  "--logfile", str(self.log)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,6 +3,7 @@
 The dashboard runs headless (its own CLI, bound to 127.0.0.1 on a free port) against the private
 Redis; every JSON route must answer 200 in every phase and its log must stay free of tracebacks.
 """
+import html.parser
 import json
 import re
 import signal
@@ -99,7 +100,7 @@ def listed(dash, registry):
     return [j["id"] for j in dash.ok(f"/0/data/jobs/default/{registry}/100/asc/1.json")["jobs"]]
 
 
-def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, redis_url):
+def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, redis_url, worker_kind):
     url = redis_url
     w = fleet.start(name="W")
     wait_for(lambda: getattr(workers_by_name(conn).get("W"), "state", None) == "idle", timeout=60,
@@ -117,6 +118,12 @@ def test_dashboard_sees_worker_jobs_and_registries(conn, queue, fleet, dash, red
         stamp = parsedate_to_datetime(rec[field]).timestamp()
         assert abs(stamp - time.time()) < 600, (field, rec[field])
     assert rec["version"] == h["version"] and rec["python_version"] == h["python_version"]
+    # The workers page's tooltip reads "RQ {version} / Python {python_version}" (issue 13).
+    if worker_kind == "rust":
+        assert re.fullmatch(r"1\.16\.0\+rq-worker\.\d+\.\d+\.\d+", rec["version"]), rec["version"]
+        assert re.fullmatch(r"n/a \(Rust rq-worker \d+\.\d+\.\d+, compat layout\)", rec["python_version"])
+        from packaging.version import Version   # a tool comparing versions can parse it
+        assert Version(rec["version"]).release == (1, 16, 0)
     # 2. rq info -W -r
     assert re.search(r"^worker W \(\S+ \S+ %d\) idle default\. jobs: 0 finished, 0 failed$" % w.pid,
                      rq_info(url, "-W", "-r"), re.M)
@@ -238,3 +245,79 @@ def test_dashboard_cold_shutdown_leaves_nothing_started_forever(conn, queue, fle
     assert listed(dash, "started") == [] and "t-cut" in listed(dash, "failed")
     assert dash.ok("/0/data/workers.json")["workers"] == []
     assert "Traceback" not in dash.log(), dash.log()[-3000:]
+
+
+class _PreText(html.parser.HTMLParser):
+    """The text a browser shows for markup: tags dropped, entities decoded."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def rendered_as_html(text):
+    """What rq-dashboard 0.9's job page shows for exc_info: its template inserts the text into a
+    <pre> as HTML, unescaped (rq-dashboard.md §6)."""
+    p = _PreText()
+    p.feed(f"<pre class=\"exc_info\">{text}</pre>")
+    p.close()
+    return "".join(p.parts)
+
+
+def test_dashboard_job_page_shows_exc_info_frames_intact(conn, queue, fleet, dash, worker_kind):
+    """Issue 13: the failed-job page renders exc_info as HTML, so a frame like `File "<rq-worker>"`
+    showed as `File ""`. Every frame line must read the same once rendered, and the chain must show."""
+    fleet.start(name="W3")
+    queue.enqueue(diag.fail, "kaboom", job_id="t-plain")
+    queue.enqueue(diag.fail, "outer failure", "inner cause", job_id="t-chain")
+    for jid in ("t-plain", "t-chain"):
+        wait_for(lambda: status_of(conn, jid) == "failed", timeout=60, what=f"{jid} failed")
+    for jid, last in (("t-plain", "RuntimeError: kaboom"), ("t-chain", "RuntimeError: outer failure")):
+        for text in (dash.ok(f"/0/data/job/{jid}.json")["exc_info"],
+                     {j["id"]: j for j in dash.ok("/0/data/jobs/default/failed/100/asc/1.json")["jobs"]}
+                     [jid]["exc_info"]):
+            assert text.startswith("Traceback (most recent call last):"), text
+            assert text.rstrip("\n").splitlines()[-1] == last, text
+            shown = rendered_as_html(text)
+            assert shown == text, f"the job page would show\n{shown}\ninstead of\n{text}"
+            frames = [line for line in text.splitlines() if line.startswith("  File ")]
+            assert frames and all(re.fullmatch(r'  File "[^"<>&]+", line \d+, in [^<>&]+', f) for f in frames), frames
+            # The job function's frame says where it failed.
+            assert any(f.endswith(", in fail") for f in frames), frames
+    chain = dash.ok("/0/data/job/t-chain.json")["exc_info"]
+    assert "inner cause" in chain and "The above exception was the direct cause of the following exception" in chain
+    assert chain.index("inner cause") < chain.index("outer failure")
+    if worker_kind == "rust":
+        assert '  File "rq-worker:rq_worker.diag", line 0, in fail' in chain, chain
+    assert "Traceback" not in dash.log(), dash.log()[-3000:]
+
+
+def test_dashboard_delete_of_a_running_job(conn, queue, fleet, dash, redis_url, worker_kind):
+    """Issue 13: deleting a running job from the dashboard (rq 2.x's Job.delete(), which removes only
+    `job_id:execution_id` members) left the started count one too high until the job ended."""
+    w = fleet.start(name="W4")
+    queue.enqueue(diag.sleep, 15, job_id="t-del")   # ends well after the bound below
+    wait_for(lambda: status_of(conn, "t-del") == "started", timeout=60, what="t-del started")
+    assert queue_entry(dash)["started_job_registry_count"] == 1 and listed(dash, "started") == ["t-del"]
+    dash.ok("/job/t-del/delete", method="POST")
+    wait_for(lambda: queue_entry(dash)["started_job_registry_count"] == 0, timeout=8,
+             what="started count 0 on the dashboard after the delete")
+    assert listed(dash, "started") == []
+    assert re.search(r"^queue default 0, 0 executing, ", rq_info(redis_url, "-r"), re.M)
+    if worker_kind == "rust":
+        # The worker no longer names a job that cannot be fetched (the workers page would fail).
+        wait_for(lambda: dash.get("/0/data/workers.json")[0] == 200, timeout=5, what="workers page")
+        rec = dash.ok("/0/data/workers.json")["workers"][0]
+        assert rec["state"] == "busy" and rec["current_job"] == "idle"
+        check_invariant(dash, redis_url, [])
+    queue.enqueue(diag.noop, job_id="t-after")
+    wait_for(lambda: status_of(conn, "t-after") == "finished", timeout=60, what="t-after finished")
+    assert queue_entry(dash)["started_job_registry_count"] == 0
+    if worker_kind == "rust":
+        check_invariant(dash, redis_url, ["t-after"])
+        assert "Traceback" not in dash.log(), dash.log()[-3000:]
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0

@@ -347,6 +347,70 @@ def test_job_deleted_while_running_does_not_kill_the_worker(conn, queue, fleet):
     assert w.wait(60) == 0
 
 
+def started_counts(conn, url):
+    """The started count as this rq version's clients see it: the registry API and `rq info`."""
+    from rq.registry import StartedJobRegistry
+    n = StartedJobRegistry("default", connection=conn).count
+    rc, out, err = harness.rq_cli(url, "info", "-R")
+    return n, out
+
+
+def test_deleting_a_running_job_frees_its_started_count(conn, queue, fleet, redis_url, worker_kind):
+    """Issue 13: with rq 2.x/3.0 clients, whose Job.delete() removes only `job_id:execution_id`
+    members, the compat layout's plain member kept the started count one too high until the job
+    ended. rq 1.16 clients remove the plain id themselves; for 2.x/3.0 rq-worker notices within
+    about a second (README, "Deleting a running job")."""
+    from rq.registry import StartedJobRegistry
+    reg = StartedJobRegistry("default", connection=conn)
+    w = fleet.start(name="del-count")
+    job = queue.enqueue(diag.sleep, 15)
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    assert reg.count == 1 and reg.get_job_ids() == [job.id]
+    fetch(conn, job.id).delete()
+    # Python workers of the client's own version are right at once, rq-worker within about a second:
+    # well before the job ends (the bound only has to tell the two apart).
+    wait_for(lambda: reg.count == 0, timeout=8, interval=0.05, what="started count 0 after the delete")
+    assert reg.get_job_ids() == []
+    n, out = started_counts(conn, redis_url)
+    assert n == 0 and f"{job.id}" not in out, out
+    # A 1.16/2.x client's worker view must not point at the deleted job (Job.fetch would fail).
+    if worker_kind == "rust":
+        wait_for(lambda: workers_by_name(conn)["del-count"].get_current_job_id() is None, timeout=8,
+                 what="the worker no longer naming the deleted job")
+    # The job runs to its end; nothing is left started or recorded for it afterwards.
+    nxt = queue.enqueue(diag.add, 1, 1)
+    wait_for(lambda: status_of(conn, nxt.id) == "finished", timeout=60, what="next job after the deleted one")
+    assert reg.count == 0 and conn.zcard("rq:wip:default") == 0
+    assert started_counts(conn, redis_url)[0] == 0
+    assert queue.failed_job_registry.count == 0
+    if worker_kind == "rust":   # a Python worker saves the job again when it ends, as finished
+        assert job.id not in queue.finished_job_registry.get_job_ids()
+        assert not conn.exists(f"rq:job:{job.id}")
+        assert not conn.keys(f"rq:execution:{job.id}:*") and not conn.exists(f"rq:executions:{job.id}")
+        assert not conn.smembers(f"rq:worker:{w.name}:executions")
+    assert w.alive()
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_cancelling_a_running_job_frees_its_started_count(conn, queue, fleet, redis_url):
+    """Job.cancel() on a running job takes it out of the started registry as Job.delete() does
+    (rq 2.x/3.0 remove only composite members); the job runs to its end."""
+    from rq.registry import StartedJobRegistry
+    reg = StartedJobRegistry("default", connection=conn)
+    w = fleet.start(name="cancel-count")
+    job = queue.enqueue(diag.sleep, 15)
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    fetch(conn, job.id).cancel()
+    wait_for(lambda: reg.count == 0, timeout=8, interval=0.05, what="started count 0 after the cancel")
+    assert started_counts(conn, redis_url)[0] == 0
+    nxt = queue.enqueue(diag.add, 1, 1)
+    wait_for(lambda: status_of(conn, nxt.id) == "finished", timeout=60, what="next job after the cancelled one")
+    assert reg.count == 0 and conn.zcard("rq:wip:default") == 0
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
 def test_stopped_job_is_not_retried(conn, queue, fleet):
     from rq.command import send_stop_job_command
     job = queue.enqueue(diag.sleep, 120, retry=Retry(max=2))

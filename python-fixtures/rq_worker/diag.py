@@ -31,8 +31,13 @@ def sleep(seconds):
     return seconds
 
 
-def fail(message="diag.fail"):
-    """Raise RuntimeError(message)."""
+def fail(message="diag.fail", cause=None):
+    """Raise RuntimeError(message), chained to RuntimeError(cause) when a cause is given."""
+    if cause is not None:
+        try:
+            raise RuntimeError(cause)
+        except RuntimeError as exc:
+            raise RuntimeError(message) from exc
     raise RuntimeError(message)
 
 

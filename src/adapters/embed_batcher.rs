@@ -266,6 +266,13 @@ impl EmbedBatcher {
             .collect();
         drop(st);
 
+        // Should this thread panic while the request is out, the guard answers every piece with
+        // an error, so the other jobs in the request never wait for an answer that cannot come.
+        let mut guard = SendGuard {
+            inner,
+            pieces: &pieces,
+            armed: true,
+        };
         let all_stopped = move || !stops.is_empty() && stops.iter().all(|s| s());
         let result = inner.client.embed(&inputs, &all_stopped);
         let per_input_refusal = matches!(
@@ -285,6 +292,7 @@ impl EmbedBatcher {
                 offset += len;
                 answers.push(inner.client.embed(own, &all_stopped));
             }
+            guard.armed = false;
             let mut st = inner.lock();
             st.in_flight -= 1;
             for (p, answer) in pieces.iter().zip(answers) {
@@ -298,6 +306,7 @@ impl EmbedBatcher {
             return st;
         }
 
+        guard.armed = false;
         let mut st = inner.lock();
         st.in_flight -= 1;
         match result {
@@ -324,6 +333,33 @@ impl EmbedBatcher {
         }
         inner.changed.notify_all();
         st
+    }
+}
+
+/// Answers a request's pieces with an error if the thread sending it unwinds (see
+/// `collect_and_send`); disarmed once the answer is in hand.
+struct SendGuard<'a> {
+    inner: &'a Inner,
+    pieces: &'a [Piece],
+    armed: bool,
+}
+
+impl Drop for SendGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.inner.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        let abandoned = EmbeddingsError::Connection {
+            message: "the shared embeddings request was abandoned: the job thread sending it panicked"
+                .into(),
+        };
+        for p in self.pieces {
+            record(&mut st, p, Err(abandoned.clone()), 1, false);
+        }
+        drop(st);
+        self.inner.changed.notify_all();
     }
 }
 
@@ -400,4 +436,66 @@ fn prune_queue(st: &mut State) {
         subs.get(id)
             .is_some_and(|s| s.error.is_none() && s.next < s.texts.len())
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::embeddings::EmbeddingsConfig;
+    use crate::config::ingest::EmbeddingEncoding;
+
+    #[test]
+    fn a_sender_that_panics_never_leaves_the_others_waiting() {
+        let client = EmbeddingsClient::new(EmbeddingsConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: None,
+            model: "m".into(),
+            encoding: EmbeddingEncoding::Float,
+            timeout: Duration::from_secs(1),
+            max_retries: 0,
+            dim: 2,
+        });
+        let b = EmbedBatcher::new(client, 8, Duration::from_millis(10));
+        // Another job's texts, taken into a request that the panicking thread is sending.
+        let mut st = b.inner.lock();
+        st.subs.insert(
+            7,
+            Submission {
+                texts: vec!["a".into(), "b".into()],
+                next: 2,
+                results: vec![None, None],
+                filled: 0,
+                in_flight: 1,
+                error: None,
+                requests: 0,
+                total_tokens: None,
+                arrived: Instant::now(),
+                stop: Arc::new(|| false),
+            },
+        );
+        st.in_flight = 1;
+        drop(st);
+        let pieces = [Piece {
+            id: 7,
+            start: 0,
+            end: 2,
+        }];
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = SendGuard {
+                inner: &b.inner,
+                pieces: &pieces,
+                armed: true,
+            };
+            panic!("the sender panicked");
+        }));
+        assert!(sent.is_err());
+        let mut st = b.inner.lock();
+        assert_eq!(st.in_flight, 0);
+        match take_if_done(&mut st, 7) {
+            Some(Err(EmbeddingsError::Connection { message })) => {
+                assert!(message.contains("panicked"), "{message}")
+            }
+            other => panic!("the other job got {other:?}"),
+        }
+    }
 }

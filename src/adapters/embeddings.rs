@@ -6,7 +6,7 @@
 //! `retry-after-ms`; any other 4xx fails at once. Errors read like the official Python client's.
 
 use crate::ops::metrics;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
@@ -191,21 +191,16 @@ impl EmbeddingsClient {
                 return Err(err);
             }
             metrics::with(|m| m.embedding_retries.inc());
-            let backoff = Duration::from_millis(500u64.saturating_mul(1 << (requests - 1).min(4)));
-            let delay = wait.unwrap_or(backoff).min(Duration::from_secs(60));
+            let delay = super::retry::Backoff {
+                base: Duration::from_millis(500),
+                cap: Duration::from_secs(60),
+            }
+            .delay(requests, wait);
             log::warn!(
                 "embeddings request failed (attempt {requests}): {err}; retrying in {delay:?}"
             );
-            let end = Instant::now() + delay;
-            loop {
-                if stop() {
-                    return Err(EmbeddingsError::Cancelled);
-                }
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                std::thread::sleep((end - now).min(Duration::from_millis(50)));
+            if !super::retry::sleep_unless(delay, stop) {
+                return Err(EmbeddingsError::Cancelled);
             }
         }
     }
@@ -330,24 +325,22 @@ fn transport_error(e: ureq::Error) -> EmbeddingsError {
     }
 }
 
-/// `retry-after-ms` (OpenAI) or `Retry-After` in seconds.
+/// `retry-after-ms` (OpenAI) or `Retry-After` in seconds. Any value a server sends is taken
+/// safely: negative, NaN or unparsable ones are ignored, huge ones capped at an hour (the caller
+/// caps the wait further).
 fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
     let get = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    get("retry-after")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let secs = get("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| get("retry-after"))?;
+    Duration::try_from_secs_f64(secs.min(3600.0)).ok()
 }
 
 /// Base64 of little-endian float32s, as `encoding_format: base64` returns them.
@@ -370,6 +363,25 @@ pub fn decode_base64_f32(s: &str) -> Result<Vec<f32>, EmbeddingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_any_header_value_safely() {
+        let wait = |name: &str, value: &str| {
+            let mut h = ureq::http::HeaderMap::new();
+            h.insert(
+                ureq::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                ureq::http::HeaderValue::from_str(value).unwrap(),
+            );
+            retry_after(&h)
+        };
+        assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
+        assert_eq!(wait("retry-after-ms", "250"), Some(Duration::from_millis(250)));
+        assert_eq!(wait("retry-after", "1e300"), Some(Duration::from_secs(3600)));
+        assert_eq!(wait("retry-after", "inf"), None);
+        for bad in ["-1", "nan", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
+            assert_eq!(wait("retry-after", bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn base64_roundtrip() {

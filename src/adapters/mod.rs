@@ -4,5 +4,6 @@
 pub mod embed_batcher;
 pub mod embeddings;
 pub mod postgres;
+pub mod retry;
 pub mod sqlite;
 pub mod storage;

@@ -8,7 +8,7 @@
 use crate::ops::metrics;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why an object could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -138,12 +138,18 @@ impl SupabaseStorage {
                     other => other,
                 });
             }
-            let delay = Duration::from_millis(250u64.saturating_mul(1 << (attempt - 1).min(4)));
+            let delay = super::retry::Backoff {
+                base: Duration::from_millis(250),
+                cap: Duration::from_secs(30),
+            }
+            .delay(attempt, None);
             metrics::with(|m| m.storage_retries.inc());
             log::warn!(
                 "storage download {bucket}/{path} failed (attempt {attempt}): {retryable}; retrying in {delay:?}"
             );
-            sleep_unless(delay, stop)?;
+            if !super::retry::sleep_unless(delay, stop) {
+                return Err(StorageError::Cancelled);
+            }
         }
     }
 
@@ -227,20 +233,6 @@ enum Attempt {
     Final(StorageError),
 }
 
-/// Sleep `delay` in short steps, returning `Cancelled` as soon as `stop()` says so.
-fn sleep_unless(delay: Duration, stop: &dyn Fn() -> bool) -> Result<(), StorageError> {
-    let end = Instant::now() + delay;
-    loop {
-        if stop() {
-            return Err(StorageError::Cancelled);
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        std::thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
 
 /// A folder laid out as `{dir}/{bucket}/{path}` (development and the demo).
 #[derive(Debug, Clone)]

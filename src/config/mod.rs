@@ -167,15 +167,16 @@ pub struct WorkerConfig {
     pub name: Option<String>,
 
     /// Worker key TTL in seconds while idle is this + 60; the dequeue timeout is this - 15.
-    #[arg(long, default_value_t = 420)]
+    #[arg(long, default_value_t = 420, value_parser = secs(1))]
     pub worker_ttl: u64,
 
     /// Heartbeat period in seconds while a job runs.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = secs(1))]
     pub job_monitoring_interval: u64,
 
     /// Default result TTL in seconds for jobs that do not set one.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..=MAX_SECS as i64))]
     pub results_ttl: i64,
 
     /// Stop after this many jobs (per process).
@@ -183,7 +184,7 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
 
     /// Stop after being idle this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = secs(0))]
     pub max_idle_time: Option<u64>,
 
     /// How to pick among several queues.
@@ -223,11 +224,11 @@ pub struct WorkerConfig {
     pub key_prefix: String,
 
     /// Seconds a warm shutdown waits for running jobs before turning cold (default: forever).
-    #[arg(long)]
+    #[arg(long, value_parser = secs(0))]
     pub shutdown_timeout: Option<u64>,
 
     /// Seconds between registry-cleaning runs (RQ: 600).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = secs(1))]
     pub maintenance_interval: u64,
 
     /// Write the process id to FILE at start (like `rq worker --pid`).
@@ -465,6 +466,15 @@ fn default_redis_url() -> String {
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| "redis://localhost:6379/0".to_string())
+}
+
+/// The largest number of seconds any option takes (ten years): every duration the worker adds
+/// to a clock or hands to Redis as a TTL stays far from overflow.
+pub const MAX_SECS: u64 = 315_360_000;
+
+/// A number of seconds from `min` to [`MAX_SECS`].
+fn secs(min: u64) -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(min..=MAX_SECS)
 }
 
 /// `-c N`; a value that is not a number is most likely `rq worker -c settings_module`.

@@ -173,11 +173,24 @@ fn tally(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
     }
 }
 
-/// `fail(message)` → raises `RuntimeError(message)`.
+/// `fail(message, cause=None)` → raises `RuntimeError(message)`, chained to `cause` when given
+/// (Python: `raise RuntimeError(message) from RuntimeError(cause)`), to show an error chain.
 fn fail(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
     let message: String = args
         .optional(0, "message")?
         .unwrap_or_else(|| "diag.fail".to_string());
+    let cause: Option<PyValue> = args.optional(1, "cause")?;
     args.finish()?;
-    Err(JobError::failed("RuntimeError", message))
+    match cause {
+        None | Some(PyValue::None) => Err(JobError::failed("RuntimeError", message)),
+        Some(PyValue::Str(cause)) => Err(JobError::with_source(
+            "RuntimeError",
+            message,
+            std::io::Error::other(cause),
+        )),
+        Some(other) => Err(JobError::BadArguments {
+            func_name: "rq_worker.diag.fail".into(),
+            problem: format!("argument 'cause' must be str, not {}", other.type_name()),
+        }),
+    }
 }

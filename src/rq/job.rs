@@ -62,6 +62,29 @@ pub struct JobFormatError {
     pub value: String,
 }
 
+/// The timeout RQ's workers give a job that has none (`Queue.DEFAULT_TIMEOUT`).
+pub const DEFAULT_TIMEOUT: i64 = 180;
+
+/// A timeout as RQ's `parse_timeout` reads it: an integer, or digits followed by one of
+/// `d`, `h`, `m`, `s` (any case). `None` when it is neither, or does not fit.
+pub fn parse_timeout(t: &str) -> Option<i64> {
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    let unit = t.chars().last()?;
+    let secs = match unit.to_ascii_lowercase() {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    t[..t.len() - unit.len_utf8()]
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(secs)
+}
+
 /// What the worker needs from a job hash.
 #[derive(Debug, Clone)]
 pub struct JobRecord {
@@ -108,10 +131,24 @@ impl JobRecord {
                     }),
             }
         };
-        let timeout = match int("timeout")? {
-            None => Some(180),
-            Some(t) if t < 0 => None,
-            Some(t) => Some(t),
+        // RQ's parse_timeout: an integer, or digits with a unit (`90s`, `30m`, `1h`, `2d`); a
+        // worker runs a job whose timeout is 0 or missing with the default (180), one whose
+        // timeout is negative without any.
+        let timeout = match text("timeout").map(|t| t.trim().to_string()) {
+            None => Some(DEFAULT_TIMEOUT),
+            Some(t) if t.is_empty() => Some(DEFAULT_TIMEOUT),
+            Some(t) => match parse_timeout(&t) {
+                Some(0) => Some(DEFAULT_TIMEOUT),
+                Some(n) if n < 0 => None,
+                Some(n) => Some(n),
+                None => {
+                    return Err(JobFormatError {
+                        job_id: id.to_string(),
+                        field: "timeout",
+                        value: t,
+                    });
+                }
+            },
         };
         let origin = text("origin")
             .filter(|o| !o.is_empty())
@@ -216,8 +253,19 @@ mod tests {
         let r = JobRecord::from_fields("j", f(&[]), "x").unwrap();
         assert_eq!(r.timeout, Some(180));
         assert_eq!(r.origin, "x");
-        let e = JobRecord::from_fields("j", f(&[("timeout", "1h")]), "x").unwrap_err();
-        assert_eq!(e.field, "timeout");
+        let timeout = |t: &str| JobRecord::from_fields("j", f(&[("timeout", t)]), "x");
+        assert_eq!(timeout("1h").unwrap().timeout, Some(3600));
+        assert_eq!(timeout("2D").unwrap().timeout, Some(172_800));
+        assert_eq!(timeout(" 45 ").unwrap().timeout, Some(45));
+        assert_eq!(timeout("0").unwrap().timeout, Some(180));
+        assert_eq!(timeout("-5").unwrap().timeout, None);
+        assert_eq!(
+            timeout("9223372036854775807").unwrap().timeout,
+            Some(i64::MAX)
+        );
+        for bad in ["1.5", "abc", "1e400", "nan", "h", "9223372036854775807d", "0x10"] {
+            assert_eq!(timeout(bad).unwrap_err().field, "timeout", "{bad}");
+        }
     }
 
     #[test]

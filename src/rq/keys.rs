@@ -124,14 +124,6 @@ impl Keys {
     pub fn group(&self, group_id: &str) -> String {
         format!("{}:group:{group_id}", self.prefix)
     }
-    /// The worker key prefix (`rq:worker:`), to recognise set members.
-    pub fn worker_prefix(&self) -> String {
-        format!("{}:worker:", self.prefix)
-    }
-    /// The queue key prefix (`rq:queue:`).
-    pub fn queue_prefix(&self) -> String {
-        format!("{}:queue:", self.prefix)
-    }
 }
 
 #[cfg(test)]

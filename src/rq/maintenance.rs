@@ -200,14 +200,19 @@ pub fn intermediate<C: ConnectionLike + Commands>(
             continue;
         }
         let seen_key = keys.intermediate_first_seen(queue, &id);
-        let first: Option<String> = redis::cmd("SET")
+        // `SET NX EX` then, only if it did not set, `GET` (`SET ... NX GET` needs Redis 7.0;
+        // the floor is 6.2). The marker only grows older, so the two steps need no atomicity.
+        let set: Option<String> = redis::cmd("SET")
             .arg(&seen_key)
             .arg(now.epoch_f())
             .arg("NX")
             .arg("EX")
             .arg(86_400)
-            .arg("GET")
             .query(con)?;
+        if set.is_some() {
+            continue;
+        }
+        let first: Option<String> = con.get(&seen_key)?;
         let Some(first) = first else { continue };
         let first: f64 = first.parse().unwrap_or(f64::MAX);
         let now_f: f64 = now.epoch_f().parse().unwrap_or(0.0);

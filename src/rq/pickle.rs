@@ -4,6 +4,13 @@
 //! decimal, uuid, set/frozenset/bytearray/bytes, `_codecs.encode`), anything else is an error that
 //! names the class, and every read, the memo, nesting and output size are capped. [`dumps`] writes
 //! protocol 4 without memo or frames, which every Python that RQ supports reads back.
+//!
+//! Why not the `serde-pickle` crate: RQ payloads routinely carry `datetime`, `date`, `time`,
+//! `timedelta`, `Decimal` and `UUID` arguments, which are pickled as class references with
+//! constructor arguments (`GLOBAL`/`REDUCE`, `NEWOBJ`); serde-pickle refuses every class, so those
+//! jobs could not run. It also has no caps on memo size, nesting or output, which a decoder of
+//! bytes anyone can put in Redis needs. Here the classes are a short whitelist mapped to
+//! [`PyValue`] variants, and every other class is refused by name without running anything.
 
 use std::collections::HashMap;
 

@@ -15,12 +15,14 @@ use crate::rq::time::Timestamp;
 
 static START: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/fields_fn.lua"),
         include_str!("lua/start_fn.lua"),
         include_str!("lua/start.lua")
     ))
 });
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
+        include_str!("lua/fields_fn.lua"),
         include_str!("lua/start_fn.lua"),
         include_str!("lua/unstart_fn.lua"),
         include_str!("lua/enqueue_fn.lua"),
@@ -55,6 +57,8 @@ static OWNED_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/owned_lock.lua")));
 static OWNED_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/owned_release.lua")));
+static RUNNING_CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/running_check.lua")));
 static ENQUEUE_DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/enqueue_due.lua")));
 
@@ -465,6 +469,30 @@ pub fn lock_owned(
     inv.arg(owner).arg(ttl.max(1));
     for k in lock_keys {
         inv.arg(k);
+    }
+    inv.invoke(con)
+}
+
+/// Take every job in `running` that a client deleted or cancelled out of the started state
+/// (started registry; for a deleted job also its execution keys and the worker's `current_job`),
+/// while it keeps running. Returns the ids this call changed something for. See
+/// `lua/running_check.lua` for why: rq 2.x/3.0 clients remove only composite members.
+pub fn running_check(
+    con: &mut dyn ConnectionLike,
+    keys: &Keys,
+    running: &[Beat<'_>],
+) -> redis::RedisResult<Vec<String>> {
+    if running.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut inv = RUNNING_CHECK.prepare_invoke();
+    inv.arg(keys.prefix());
+    for b in running {
+        inv.arg(b.worker)
+            .arg(b.job_id)
+            .arg(b.execution_id)
+            .arg(b.member)
+            .arg(b.origin);
     }
     inv.invoke(con)
 }

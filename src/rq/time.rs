@@ -1,8 +1,6 @@
 //! RQ's three timestamp dialects (rq-wire.md §1): ISO `%Y-%m-%dT%H:%M:%S.%fZ` in hashes, float
 //! epoch in execution hashes and result entries, integer epoch in registry scores.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// One instant, rendered in every dialect RQ needs.
@@ -14,12 +12,6 @@ pub struct Timestamp {
 impl Timestamp {
     pub fn now() -> Self {
         Timestamp { at: Utc::now() }
-    }
-
-    pub fn from_system(t: SystemTime) -> Self {
-        Timestamp {
-            at: DateTime::<Utc>::from(t),
-        }
     }
 
     /// `2026-11-28T21:46:24.608441Z`: what job and worker hashes hold.
@@ -49,14 +41,6 @@ impl Timestamp {
     pub fn python_str(&self) -> String {
         self.at.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()
     }
-}
-
-/// Seconds since the epoch as f64, for durations between instants.
-pub fn epoch_secs_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Parse an RQ ISO timestamp (with or without fraction); `None` for `''` or anything else.

@@ -112,17 +112,6 @@ impl PyValue {
         matches!(self, PyValue::None)
     }
 
-    /// The value of key `key` in a dict, compared by str.
-    pub fn get_item(&self, key: &str) -> Option<&PyValue> {
-        match self {
-            PyValue::Dict(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
     /// A dict with string keys, the shape of kwargs, `meta` and most return values.
     pub fn str_dict<K: Into<String>>(entries: impl IntoIterator<Item = (K, PyValue)>) -> PyValue {
         PyValue::Dict(
@@ -364,13 +353,6 @@ fn push_hex_escape(out: &mut String, u: u32) {
     }
 }
 
-/// Python's `repr(str)`.
-pub fn str_repr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    str_repr_into(&mut out, s);
-    out
-}
-
 fn str_repr_into(out: &mut String, s: &str) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
@@ -499,73 +481,6 @@ impl PyValue {
             other => return Err(JsonError::NotSerializable(other.type_name())),
         }
         Ok(())
-    }
-
-    /// The value as a `serde_json::Value`, with the same rules as [`PyValue::to_json_string`].
-    /// Ints outside u64/i64 and non-finite floats, which serde_json cannot hold, go through f64
-    /// and become `null` respectively.
-    pub fn to_json(&self) -> Result<serde_json::Value, JsonError> {
-        use serde_json::Value as J;
-        Ok(match self {
-            PyValue::None => J::Null,
-            PyValue::Bool(b) => J::Bool(*b),
-            PyValue::Int(i) => J::from(*i),
-            PyValue::BigInt(n) => match u64::try_from(n) {
-                Ok(u) => J::from(u),
-                Err(_) => serde_json::Number::from_f64(n.to_string().parse().unwrap_or(f64::NAN))
-                    .map_or(J::Null, J::Number),
-            },
-            PyValue::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            PyValue::Str(s) => J::String(s.clone()),
-            PyValue::Tuple(items) | PyValue::List(items) => J::Array(
-                items
-                    .iter()
-                    .map(PyValue::to_json)
-                    .collect::<Result<_, _>>()?,
-            ),
-            PyValue::Dict(entries) => {
-                let mut m = serde_json::Map::new();
-                for (k, v) in entries {
-                    let key = match k {
-                        PyValue::Str(s) => s.clone(),
-                        PyValue::Int(n) => n.to_string(),
-                        PyValue::BigInt(n) => n.to_string(),
-                        PyValue::Float(f) => json_float(*f),
-                        PyValue::Bool(b) => (if *b { "true" } else { "false" }).to_string(),
-                        PyValue::None => "null".to_string(),
-                        other => return Err(JsonError::BadKey(other.type_name())),
-                    };
-                    m.insert(key, v.to_json()?);
-                }
-                J::Object(m)
-            }
-            other => return Err(JsonError::NotSerializable(other.type_name())),
-        })
-    }
-
-    /// The value `json.loads` gives for a `serde_json::Value` (ints stay ints, objects dicts).
-    pub fn from_json(v: serde_json::Value) -> PyValue {
-        use serde_json::Value as J;
-        match v {
-            J::Null => PyValue::None,
-            J::Bool(b) => PyValue::Bool(b),
-            J::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    PyValue::Int(i)
-                } else if let Some(u) = n.as_u64() {
-                    PyValue::BigInt(BigInt::from(u))
-                } else {
-                    PyValue::Float(n.as_f64().unwrap_or(f64::NAN))
-                }
-            }
-            J::String(s) => PyValue::Str(s),
-            J::Array(items) => PyValue::List(items.into_iter().map(PyValue::from_json).collect()),
-            J::Object(m) => PyValue::Dict(
-                m.into_iter()
-                    .map(|(k, v)| (PyValue::Str(k), PyValue::from_json(v)))
-                    .collect(),
-            ),
-        }
     }
 
     /// `json.loads(text)`: exact big ints, `NaN`/`Infinity`, insertion-ordered objects whose
@@ -1062,23 +977,5 @@ mod tests {
             PyValue::from_json_str("[1, 2").unwrap_err().to_string(),
             "Expecting ',' delimiter: line 1 column 6 (char 5)"
         );
-    }
-
-    #[test]
-    fn serde_json_conversions() {
-        let v = PyValue::from_json(
-            serde_json::json!({"a": [1, 2.5, null, true, "s", 18446744073709551615u64]}),
-        );
-        assert_eq!(
-            v.repr(),
-            "{'a': [1, 2.5, None, True, 's', 18446744073709551615]}"
-        );
-        assert_eq!(
-            v.to_json().unwrap(),
-            serde_json::json!({"a": [1, 2.5, null, true, "s", 18446744073709551615u64]})
-        );
-        let t = PyValue::Tuple(vec![PyValue::Int(1)]);
-        assert_eq!(t.to_json().unwrap(), serde_json::json!([1]));
-        assert!(PyValue::Bytes(vec![]).to_json().is_err());
     }
 }

@@ -6,7 +6,6 @@
 //! abandoned (its thread is left to finish on its own, its result discarded) and a fresh job
 //! thread takes its place, like RQ killing a stuck work-horse.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -97,12 +96,7 @@ impl Executor {
     {
         let (rtx, rrx) = bounded::<HandlerResult>(1);
         let task: Task = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
-                p.downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic with a non-string payload".into())
-            });
+            let r = crate::runtime::supervise::catch(job);
             let _ = rtx.send(r);
         });
         if let Err(crossbeam_channel::SendError(task)) = self.tx.send(task) {

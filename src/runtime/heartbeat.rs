@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::ops::health::BeaconGuard;
 use crate::rq::scripts::{self, Beat};
@@ -43,15 +43,8 @@ pub fn run(process: Arc<Process>) {
             if !slot.registered.load(Ordering::SeqCst) || slot.since_beat() < interval {
                 continue;
             }
-            let c = match con.as_mut() {
-                Some(c) => c,
-                None => match process.connector.connect(Duration::from_secs(30)) {
-                    Ok(c) => con.insert(c),
-                    Err(e) => {
-                        warn!("heartbeat: {e}");
-                        break;
-                    }
-                },
+            let Some(c) = connected(&mut con, &process, true) else {
+                break;
             };
             let name = &slot.info.name;
             let result = match slot.running() {
@@ -105,6 +98,79 @@ pub fn run(process: Arc<Process>) {
                         con = None;
                     }
                 }
+            }
+        }
+        beacon.alive_for(bound);
+        check_running(&process, &mut con);
+    }
+}
+
+/// The thread's connection, made if there is none (`warn`: log a failure as a warning, else at
+/// debug level, so one outage is not logged twice a second).
+fn connected<'a>(
+    con: &'a mut Option<redis::Connection>,
+    process: &Process,
+    warn: bool,
+) -> Option<&'a mut redis::Connection> {
+    if con.is_none() {
+        match process.connector.connect(Duration::from_secs(30)) {
+            Ok(c) => *con = Some(c),
+            Err(e) if warn => {
+                warn!("heartbeat: {e}");
+                return None;
+            }
+            Err(e) => {
+                debug!("heartbeat: {e}");
+                return None;
+            }
+        }
+    }
+    con.as_mut()
+}
+
+/// Every second: running jobs that a client deleted (or cancelled) leave the started registry
+/// now, not when they end (`scripts::running_check`). rq 2.x/3.0's `Job.delete()` removes only
+/// `job_id:execution_id` members, and the compat layout's member is the plain id, so without
+/// this the queue's started count stays one too high for the rest of the job.
+fn check_running(process: &Process, con: &mut Option<redis::Connection>) {
+    let running: Vec<(String, crate::runtime::slot::Running)> = process
+        .slots
+        .iter()
+        .filter(|s| s.registered.load(Ordering::SeqCst))
+        .filter_map(|s| s.running().map(|r| (s.info.name.clone(), r)))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let Some(c) = connected(con, process, false) else {
+        return;
+    };
+    let beats: Vec<Beat<'_>> = running
+        .iter()
+        .map(|(name, r)| Beat {
+            worker: name,
+            job_id: &r.job_id,
+            execution_id: &r.execution_id,
+            member: &r.member,
+            origin: &r.origin,
+            ttl: 0,
+            working_time_secs: 0.0,
+        })
+        .collect();
+    match scripts::running_check(c, &process.keys, &beats) {
+        Ok(ids) => {
+            for id in ids {
+                info!(
+                    "job {id} was deleted or cancelled while it runs: no longer in the started registry; it runs to its end"
+                );
+            }
+        }
+        Err(e) => {
+            if is_connection_error(&e) {
+                debug!("running-job check: {e}");
+                *con = None;
+            } else {
+                warn!("running-job check: {e}");
             }
         }
     }

@@ -191,13 +191,48 @@ fn redis_version(con: &mut redis::Connection) -> Option<(u32, u32, String)> {
     Some((it.next().unwrap_or(0), it.next().unwrap_or(0), v))
 }
 
+/// Marks rq-worker's own worker records in their `version` field.
+const VERSION_MARKER: &str = "rq-worker";
+
+/// The worker hash's `version`, which rq-dashboard shows as "RQ {version}": the oldest RQ release
+/// whose clients read everything this layout writes (verified: 1.16.0 for compat, 2.12.0 for v2),
+/// with rq-worker's own version as a PEP 440 local label, e.g. `1.16.0+rq-worker.0.1.0`. It
+/// parses as a version (`packaging.version.Version`) should any tool compare it, and the marker
+/// tells rq-worker's records apart from Python workers'.
+fn worker_version(layout: Layout) -> String {
+    let rq = match layout {
+        Layout::Compat => "1.16.0",
+        Layout::V2 => "2.12.0",
+    };
+    format!("{rq}+{VERSION_MARKER}.{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The worker hash's `python_version` (a Python worker writes `sys.version`), which rq-dashboard
+/// shows as "Python {python_version}": there is no Python here, so it says what runs instead.
+fn worker_python_version(layout: Layout) -> String {
+    format!(
+        "n/a (Rust {VERSION_MARKER} {}, {} layout)",
+        env!("CARGO_PKG_VERSION"),
+        match layout {
+            Layout::Compat => "compat",
+            Layout::V2 => "v2",
+        }
+    )
+}
+
+/// Whether a worker hash's `version` is an rq-worker's (this one's format or the older
+/// `rq-worker X.Y.Z`).
+fn is_rq_worker_version(version: &str) -> bool {
+    version.contains(VERSION_MARKER)
+}
+
 /// RQ versions of the live Python workers (rq-worker processes excluded).
 fn python_worker_versions(con: &mut redis::Connection, keys: &Keys) -> Vec<String> {
     let workers: Vec<String> = con.smembers(keys.workers()).unwrap_or_default();
     let mut versions = Vec::new();
     for w in workers.iter().take(1000) {
         if let Ok(Some(v)) = con.hget::<_, _, Option<String>>(w, "version") {
-            if !v.starts_with("rq-worker") {
+            if !is_rq_worker_version(&v) {
                 versions.push(v);
             }
         }
@@ -294,6 +329,7 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         if (major, minor) < (6, 2) {
             return Err(RuntimeError::RedisTooOld { version: v });
         }
+        info!("Redis {v} (rq-worker needs 6.2 or later)");
     }
     let keys = Keys::new(&config.key_prefix);
     let queues = config.queue_names();
@@ -324,15 +360,8 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
                 pid: std::process::id(),
                 hostname: hostname.clone(),
                 ip_address: "unknown".into(),
-                version: format!("rq-worker {}", env!("CARGO_PKG_VERSION")),
-                python_version: format!(
-                    "rq-worker {} (Rust, {} layout)",
-                    env!("CARGO_PKG_VERSION"),
-                    match layout {
-                        Layout::Compat => "compat",
-                        Layout::V2 => "v2",
-                    }
-                ),
+                version: worker_version(layout),
+                python_version: worker_python_version(layout),
             }))
         })
         .collect();
@@ -469,4 +498,41 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
     }
     info!("rq-worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_fields_read_as_rq_and_mark_rq_worker() {
+        let pkg = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            worker_version(Layout::Compat),
+            format!("1.16.0+rq-worker.{pkg}")
+        );
+        assert_eq!(worker_version(Layout::V2), format!("2.12.0+rq-worker.{pkg}"));
+        assert_eq!(
+            worker_python_version(Layout::Compat),
+            format!("n/a (Rust rq-worker {pkg}, compat layout)")
+        );
+        for layout in [Layout::Compat, Layout::V2] {
+            let v = worker_version(layout);
+            // PEP 440: release, then a local label of alphanumerics and separators.
+            let (release, local) = v.split_once('+').expect("local label");
+            assert!(release.split('.').all(|p| p.parse::<u32>().is_ok()), "{v}");
+            assert!(
+                local
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+                "{v}"
+            );
+            assert!(is_rq_worker_version(&v));
+            assert!(!worker_python_version(layout).contains(['<', '>', '&']));
+        }
+        // Older rq-worker records are still recognised; Python workers' are not.
+        assert!(is_rq_worker_version("rq-worker 0.1.0"));
+        assert!(!is_rq_worker_version("1.16.0") && !is_rq_worker_version("2.12.0"));
+        assert!(is_rq1("1.16.0"));
+    }
 }

@@ -322,49 +322,26 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
 /// Everything a panic here would strand is visible to [`recover`]: the running job through
 /// [`SlotShared::running`], jobs started for the slot but not yet running through its held starts.
 fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connection) {
-    let name = slot.info.name.clone();
-    let cfg = &process.config;
-    let bound = process.slot_bound();
-    let mut executor = Executor::new(&format!("job-{name}"));
-    let mut queues = slot.info.queues.clone();
-    let mut idle_since = Instant::now();
-    let mut state_suspended = false;
-    let mut backoff = Duration::from_millis(10);
-    let client_id: i64 = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
-    let mut client_id = client_id;
-
+    let client_id = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
+    let mut s = Serving {
+        process,
+        slot,
+        con,
+        client_id,
+        executor: Executor::new(&format!("job-{}", slot.info.name)),
+        queues: slot.info.queues.clone(),
+        idle_since: Instant::now(),
+        suspended: false,
+        backoff: Duration::from_millis(10),
+    };
     // A job already dequeued and marked started (by the start script, or by the previous
     // outcome's script): it runs whatever happens next, since it is in the started registry
     // under this worker. This is the only place jobs are run.
     let mut pending: Option<(Started, String)> = None;
     loop {
-        slot.check_in(bound);
-        if let Some((s, execution_id)) = pending.take() {
-            if cfg.dequeue_strategy == DequeueStrategy::RoundRobin {
-                rotate_after(&mut queues, &s.queue);
-            }
-            slot.beat();
-            pending = run_job(
-                process,
-                slot,
-                &mut executor,
-                con,
-                &mut client_id,
-                s,
-                execution_id,
-                &queues,
-            );
-            idle_since = Instant::now();
-            match process.faults.after_job(process.jobs_done()) {
-                Some(Fault::Panic) => panic!("test fault injection: slot-panic-after-jobs"),
-                Some(Fault::Wedge) => {
-                    warn!("worker {name}: test fault injection: wedged until shutdown");
-                    while !process.shutdown.stopping() {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-                None => {}
-            }
+        slot.check_in(process.slot_bound());
+        if let Some((started, execution_id)) = pending.take() {
+            pending = s.run_pending(started, execution_id);
             continue;
         }
         if process.shutdown.stopping()
@@ -373,22 +350,88 @@ fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connec
         {
             break;
         }
-        match cfg.dequeue_strategy {
-            DequeueStrategy::Default => {}
-            DequeueStrategy::RoundRobin => {}
-            DequeueStrategy::Random => queues.shuffle(&mut rand::rng()),
+        match s.next_job() {
+            Next::Job(p) => pending = Some(p),
+            Next::Again => {}
+            Next::Stop => break,
+        }
+    }
+}
+
+/// What one look for work came to.
+enum Next {
+    Job((Started, String)),
+    /// Nothing yet (suspended, a wait that timed out, a Redis error handled): look again.
+    Again,
+    /// The slot should stop (burst done, idle too long, shutting down).
+    Stop,
+}
+
+/// A slot's serving loop and the state it keeps between jobs.
+struct Serving<'a> {
+    process: &'a Arc<Process>,
+    slot: &'a Arc<SlotShared>,
+    con: &'a mut redis::Connection,
+    /// CLIENT ID of `con`, for CLIENT UNBLOCK while it blocks in BLMOVE.
+    client_id: i64,
+    executor: Executor,
+    /// Queues in the order they are served now (rotated or shuffled by the dequeue strategy).
+    queues: Vec<String>,
+    idle_since: Instant,
+    /// The worker hash says `suspended` (rq suspend).
+    suspended: bool,
+    /// The BLMOVE wait with several queues, doubling to 500 ms while they stay empty.
+    backoff: Duration,
+}
+
+impl Serving<'_> {
+    fn name(&self) -> &str {
+        &self.slot.info.name
+    }
+
+    /// Run a started job (and the test faults that fire after one); returns the next job its
+    /// outcome call started, if any.
+    fn run_pending(&mut self, started: Started, execution_id: String) -> Option<(Started, String)> {
+        let process = self.process;
+        if process.config.dequeue_strategy == DequeueStrategy::RoundRobin {
+            rotate_after(&mut self.queues, &started.queue);
+        }
+        self.slot.beat();
+        let next = run_job(self, started, execution_id);
+        self.idle_since = Instant::now();
+        match process.faults.after_job(process.jobs_done()) {
+            Some(Fault::Panic) => panic!("test fault injection: slot-panic-after-jobs"),
+            Some(Fault::Wedge) => {
+                warn!("worker {}: test fault injection: wedged until shutdown", self.name());
+                while !process.shutdown.stopping() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            None => {}
+        }
+        next
+    }
+
+    /// Start the first job of the first non-empty queue; when there is none, wait for one.
+    fn next_job(&mut self) -> Next {
+        let process = self.process;
+        let cfg = &process.config;
+        if cfg.dequeue_strategy == DequeueStrategy::Random {
+            self.queues.shuffle(&mut rand::rng());
         }
         if process.faults.when_idle() {
             panic!("test fault injection: slot-panic-always");
         }
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
-        slot.hold_start(&execution_id);
+        self.slot.hold_start(&execution_id);
         let started = metrics::redis_call("start", || {
             scripts::start(
-                con,
+                self.con,
                 &process.keys,
-                StartFrom::Pop { queues: &queues },
-                &name,
+                StartFrom::Pop {
+                    queues: &self.queues,
+                },
+                &self.slot.info.name,
                 &execution_id,
                 cfg.job_monitoring_interval,
                 process.layout,
@@ -397,149 +440,154 @@ fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connec
         });
         match started {
             Ok(StartOutcome::Started(s)) => {
-                // Held (since before the call) until run_job takes it.
-                state_suspended = false;
-                backoff = Duration::from_millis(10);
-                pending = Some((s, execution_id));
+                // Held (since before the call) until run_job takes it. The start marked the
+                // worker busy, which ends a suspension without another write.
+                self.suspended = false;
+                self.backoff = Duration::from_millis(10);
+                Next::Job((s, execution_id))
             }
             Ok(StartOutcome::Suspended) => {
-                slot.release_start(&execution_id);
+                self.slot.release_start(&execution_id);
                 if cfg.burst {
-                    info!("worker {name}: suspended, burst mode exits");
-                    break;
+                    info!("worker {}: suspended, burst mode exits", self.name());
+                    return Next::Stop;
                 }
-                if !state_suspended {
-                    info!("worker {name}: suspended (rq suspend); waiting for rq resume");
-                    let _ = worker::set_state(
-                        con,
-                        &process.keys,
-                        &name,
-                        "suspended",
-                        process.idle_ttl(),
-                    );
-                    state_suspended = true;
-                }
+                self.set_suspended(true);
                 process.shutdown.sleep(Duration::from_secs(1), Phase::Warm);
+                Next::Again
             }
             Ok(StartOutcome::Empty) => {
-                slot.release_start(&execution_id);
-                if state_suspended {
-                    let _ = worker::set_state(
-                        con,
-                        &process.keys,
-                        &name,
-                        "idle",
-                        process.idle_ttl(),
-                    );
-                    state_suspended = false;
-                }
+                self.slot.release_start(&execution_id);
+                self.set_suspended(false);
                 if cfg.burst {
-                    break;
+                    return Next::Stop;
                 }
-                if let Some(max_idle) = cfg.max_idle_time {
-                    if idle_since.elapsed() >= Duration::from_secs(max_idle) {
-                        info!("worker {name}: idle for {max_idle}s, exiting");
-                        break;
-                    }
-                }
+                if let Some(max_idle) = cfg.max_idle_time
+                    && self.idle_since.elapsed() >= Duration::from_secs(max_idle)
                 {
-                    // Block in BLMOVE; a warm shutdown unblocks us with CLIENT UNBLOCK. One queue
-                    // waits the whole dequeue timeout. BLMOVE cannot wait on several lists, so
-                    // with several queues it waits on the first (highest priority) only, for a
-                    // backoff capped at 500 ms, and the next pass takes from all of them
-                    // atomically in priority order: the first queue is served at once, the
-                    // others within the backoff. (RQ's BLPOP on all of them loses a job if the
-                    // worker dies between pop and start.)
-                    let q = queues[0].clone();
-                    let wait_secs = if queues.len() == 1 {
-                        cfg.dequeue_timeout().as_secs_f64().max(1.0)
-                    } else {
-                        let w = backoff.as_secs_f64();
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
-                        w
-                    };
-                    slot.blocking_client.store(client_id, Ordering::SeqCst);
-                    if process.shutdown.stopping() || slot.stop.load(Ordering::SeqCst) {
-                        slot.blocking_client.store(-1, Ordering::SeqCst);
-                        break;
-                    }
-                    let moved: redis::RedisResult<Option<String>> = redis::cmd("BLMOVE")
-                        .arg(process.keys.queue(&q))
-                        .arg(process.keys.intermediate(&q))
-                        .arg("LEFT")
-                        .arg("RIGHT")
-                        .arg(format!("{wait_secs:.3}"))
-                        .query(con);
-                    slot.blocking_client.store(-1, Ordering::SeqCst);
-                    slot.check_in(bound);
-                    match moved {
-                        Ok(Some(job_id)) => {
-                            let execution_id = uuid::Uuid::new_v4().simple().to_string();
-                            slot.hold_start(&execution_id);
-                            let r = scripts::start(
-                                con,
-                                &process.keys,
-                                StartFrom::Moved {
-                                    queue: &q,
-                                    job_id: &job_id,
-                                },
-                                &name,
-                                &execution_id,
-                                cfg.job_monitoring_interval,
-                                process.layout,
-                                false,
-                            );
-                            match r {
-                                Ok(StartOutcome::Started(s)) => pending = Some((s, execution_id)),
-                                Ok(_) => slot.release_start(&execution_id),
-                                Err(e) => {
-                                    let lost = is_connection_error(&e);
-                                    if lost {
-                                        // The start may not have run: the job would stay in
-                                        // the intermediate list.
-                                        process.request_intermediate_check();
-                                    }
-                                    handle_redis_error(
-                                        process,
-                                        slot,
-                                        con,
-                                        &mut client_id,
-                                        e,
-                                    );
-                                    if lost {
-                                        put_back_lost_start(
-                                            process,
-                                            &name,
-                                            con,
-                                            &execution_id,
-                                        );
-                                    }
-                                    slot.release_start(&execution_id);
-                                }
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            if is_connection_error(&e) {
-                                // BLMOVE may have moved a job whose id never reached us.
-                                process.request_intermediate_check();
-                            }
-                            handle_redis_error(process, slot, con, &mut client_id, e)
-                        }
-                    }
+                    info!("worker {}: idle for {max_idle}s, exiting", self.name());
+                    return Next::Stop;
                 }
+                self.wait_for_job()
             }
             Err(e) => {
                 let lost = is_connection_error(&e);
-                handle_redis_error(process, slot, con, &mut client_id, e);
+                self.redis_error(e);
                 if lost {
-                    put_back_lost_start(process, &name, con, &execution_id);
+                    put_back_lost_start(process, &self.slot.info.name, self.con, &execution_id);
                 }
-                slot.release_start(&execution_id);
+                self.slot.release_start(&execution_id);
+                Next::Again
             }
         }
     }
 
+    /// Record `suspended` in the worker hash when it changes.
+    fn set_suspended(&mut self, suspended: bool) {
+        if self.suspended == suspended {
+            return;
+        }
+        let process = self.process;
+        if suspended {
+            info!("worker {}: suspended (rq suspend); waiting for rq resume", self.name());
+        }
+        let state = if suspended { "suspended" } else { "idle" };
+        let _ = worker::set_state(
+            self.con,
+            &process.keys,
+            &self.slot.info.name,
+            state,
+            process.idle_ttl(),
+        );
+        self.suspended = suspended;
+    }
+
+    /// Block in BLMOVE until a job arrives, then start it. A warm shutdown unblocks the wait with
+    /// CLIENT UNBLOCK. One queue waits the whole dequeue timeout. BLMOVE cannot wait on several
+    /// lists, so with several queues it waits on the first (highest priority) only, for a backoff
+    /// capped at 500 ms, and the next pass takes from all of them atomically in priority order:
+    /// the first queue is served at once, the others within the backoff. (RQ's BLPOP on all of
+    /// them loses a job if the worker dies between pop and start.)
+    fn wait_for_job(&mut self) -> Next {
+        let process = self.process;
+        let q = self.queues[0].clone();
+        let wait_secs = if self.queues.len() == 1 {
+            process.config.dequeue_timeout().as_secs_f64().max(1.0)
+        } else {
+            let w = self.backoff.as_secs_f64();
+            self.backoff = (self.backoff * 2).min(Duration::from_millis(500));
+            w
+        };
+        self.slot
+            .blocking_client
+            .store(self.client_id, Ordering::SeqCst);
+        if process.shutdown.stopping() || self.slot.stop.load(Ordering::SeqCst) {
+            self.slot.blocking_client.store(-1, Ordering::SeqCst);
+            return Next::Stop;
+        }
+        let moved: redis::RedisResult<Option<String>> = redis::cmd("BLMOVE")
+            .arg(process.keys.queue(&q))
+            .arg(process.keys.intermediate(&q))
+            .arg("LEFT")
+            .arg("RIGHT")
+            .arg(format!("{wait_secs:.3}"))
+            .query(self.con);
+        self.slot.blocking_client.store(-1, Ordering::SeqCst);
+        self.slot.check_in(process.slot_bound());
+        match moved {
+            Ok(Some(job_id)) => self.start_moved(&q, &job_id),
+            Ok(None) => Next::Again,
+            Err(e) => {
+                if is_connection_error(&e) {
+                    // BLMOVE may have moved a job whose id never reached us.
+                    process.request_intermediate_check();
+                }
+                self.redis_error(e);
+                Next::Again
+            }
+        }
+    }
+
+    /// Start a job BLMOVE moved into `queue`'s intermediate list.
+    fn start_moved(&mut self, queue: &str, job_id: &str) -> Next {
+        let process = self.process;
+        let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        self.slot.hold_start(&execution_id);
+        let r = scripts::start(
+            self.con,
+            &process.keys,
+            StartFrom::Moved { queue, job_id },
+            &self.slot.info.name,
+            &execution_id,
+            process.config.job_monitoring_interval,
+            process.layout,
+            false,
+        );
+        match r {
+            Ok(StartOutcome::Started(s)) => Next::Job((s, execution_id)),
+            Ok(_) => {
+                self.slot.release_start(&execution_id);
+                Next::Again
+            }
+            Err(e) => {
+                let lost = is_connection_error(&e);
+                if lost {
+                    // The start may not have run: the job would stay in the intermediate list.
+                    process.request_intermediate_check();
+                }
+                self.redis_error(e);
+                if lost {
+                    put_back_lost_start(process, &self.slot.info.name, self.con, &execution_id);
+                }
+                self.slot.release_start(&execution_id);
+                Next::Again
+            }
+        }
+    }
+
+    fn redis_error(&mut self, e: redis::RedisError) {
+        handle_redis_error(self.process, self.slot, self.con, &mut self.client_id, e);
+    }
 }
 
 /// The function name for log lines, from the job's `description` (`func(args...)`).
@@ -603,7 +651,7 @@ fn recover(
     let mut settled = 0;
     if let Some(r) = slot.running() {
         let text = failure::traceback(
-            "rq-worker",
+            None,
             "SystemError",
             &format!("the rq-worker slot running this job panicked: {panic}"),
         );
@@ -685,18 +733,19 @@ fn handle_redis_error(
     }
 }
 
-/// Execute one started job and record its outcome.
-#[allow(clippy::too_many_arguments)]
-fn run_job(
-    process: &Arc<Process>,
-    slot: &Arc<SlotShared>,
-    executor: &mut Executor,
-    con: &mut redis::Connection,
-    client_id: &mut i64,
-    s: Started,
-    execution_id: String,
-    next_queues: &[String],
-) -> Option<(Started, String)> {
+/// Execute one started job and record its outcome; returns the next job the recording call
+/// started, if any.
+fn run_job(serving: &mut Serving<'_>, s: Started, execution_id: String) -> Option<(Started, String)> {
+    let Serving {
+        process,
+        slot,
+        con,
+        client_id,
+        executor,
+        queues: next_queues,
+        ..
+    } = serving;
+    let (process, slot) = (*process, *slot);
     let name = slot.info.name.clone();
     let started_f = Timestamp::now().epoch_f();
     let started_at = Instant::now();
@@ -771,81 +820,28 @@ fn run_job(
     // On a busy queue the next job is dequeued and started in the same call (one round trip
     // per job), unless this slot is about to stop.
     let next_execution_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut next = (!process.shutdown.stopping()
+    let next = (!process.shutdown.stopping()
         && !slot.stop.load(Ordering::SeqCst)
         && !process.max_jobs_reached_after(1))
     .then(|| NextStart {
-        queues: next_queues,
+        queues: next_queues.as_slice(),
         execution_id: &next_execution_id,
         interval_secs: process.config.job_monitoring_interval,
         layout: process.layout,
     });
-    let mut next_started = None;
     if next.is_some() {
         slot.hold_start(&next_execution_id);
     }
     if process.faults.before_record(process.jobs_done() + 1) {
         panic!("test fault injection: slot-panic-before-record");
     }
-    // After a connection error, whether the failed call ran is unknown: the retries replay it
-    // (recording nothing twice, and putting back a next job it may have started).
-    let mut replay: Option<&str> = None;
-    // The outcome is kept until Redis takes it: an outage delays the write, it never loses it.
-    let mut delay = Duration::from_millis(100);
-    let recorded = loop {
-        slot.check_in(process.slot_bound());
-        let attempt = match (&next, replay) {
-            (_, Some(lost_next)) => metrics::redis_call("finish_replay", || {
-                scripts::finish_replay(con, &process.keys, &finish, lost_next)
-            }),
-            (Some(n), None) => metrics::redis_call("finish_and_start", || {
-                scripts::finish_and_start(con, &process.keys, &finish, n)
-            })
-            .map(|(r, s)| {
-                next_started = Some(s);
-                r
-            }),
-            (None, None) => {
-                metrics::redis_call("finish", || scripts::finish(con, &process.keys, &finish))
-            }
-        };
-        match attempt {
-            Ok(r) => break Some(r),
-            Err(e) if is_connection_error(&e) => {
-                warn!(
-                    "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
-                );
-                if replay.is_none() {
-                    replay = Some(if next.is_some() {
-                        next_execution_id.as_str()
-                    } else {
-                        ""
-                    });
-                }
-                next = None;
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(10));
-                if let Ok(c) = process
-                    .connector
-                    .connect(process.config.dequeue_timeout() + Duration::from_secs(30))
-                {
-                    metrics::with(|m| m.redis_reconnects.inc());
-                    *con = c;
-                    // The slot blocks in BLMOVE on this connection next: a warm shutdown must
-                    // CLIENT UNBLOCK the new connection's id, not the dead one's.
-                    *client_id = redis::cmd("CLIENT").arg("ID").query(con).unwrap_or(-1);
-                    let _ = redis::cmd("CLIENT")
-                        .arg("SETNAME")
-                        .arg(&name)
-                        .query::<()>(con);
-                }
-            }
-            Err(e) => {
-                error!("{tag} recording the outcome failed: {e}");
-                break None;
-            }
-        }
-    };
+    let (recorded, next_started) = Recorder {
+        process,
+        slot,
+        con,
+        client_id,
+    }
+    .record(&finish, next, &next_execution_id, &tag);
     if !matches!(next_started, Some(StartOutcome::Started(_))) {
         slot.release_start(&next_execution_id);
     }
@@ -853,34 +849,7 @@ fn run_job(
     slot.beat();
     process.job_done();
     if let Some(raw) = s.fields.get("webhooks") {
-        let status = match recorded {
-            Some(Recorded::Finished) => Some("finished"),
-            Some(Recorded::Failed) => Some("failed"),
-            // Recorded by the call whose reply was lost: a finished outcome is certain.
-            Some(Recorded::Replayed) if matches!(finish.outcome, Outcome::Finished) => {
-                Some("finished")
-            }
-            _ => None,
-        };
-        if let Some(status) = status {
-            let iso = |v: &[u8]| {
-                crate::rq::time::parse_iso(&String::from_utf8_lossy(v))
-                    .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
-            };
-            webhooks::send(
-                raw,
-                webhooks::Event {
-                    job_id: s.job_id.clone(),
-                    func_name: func_for_log.clone(),
-                    status,
-                    enqueued_at: s.fields.get("enqueued_at").and_then(|v| iso(v)),
-                    ended_at: iso(Timestamp::now().iso().as_bytes()),
-                    exc_info: (status == "failed")
-                        .then(|| codec::decode_exc_string(&finish.exc_string).ok())
-                        .flatten(),
-                },
-            );
-        }
+        send_webhook(raw, &s, &func_for_log, recorded.as_ref(), &finish);
     }
     let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let (status, detail, end) = match &recorded {
@@ -930,9 +899,124 @@ fn run_job(
     }
 }
 
+/// Writes one execution's outcome, holding it until Redis takes it.
+struct Recorder<'a> {
+    process: &'a Process,
+    slot: &'a SlotShared,
+    con: &'a mut redis::Connection,
+    client_id: &'a mut i64,
+}
+
+impl Recorder<'_> {
+    /// Record `finish` (and start `next`, when given, in the same call). An outage delays the
+    /// write, it never loses it: after a connection error, whether the failed call ran is
+    /// unknown, so the retries replay it (recording nothing twice, and putting back a next job it
+    /// may have started). Returns what was recorded (`None`: Redis refused the call) and what the
+    /// next start came to.
+    fn record(
+        &mut self,
+        finish: &Finish<'_>,
+        mut next: Option<NextStart<'_>>,
+        next_execution_id: &str,
+        tag: &JobTag<'_>,
+    ) -> (Option<Recorded>, Option<StartOutcome>) {
+        let process = self.process;
+        let mut next_started = None;
+        let mut replay: Option<&str> = None;
+        let mut delay = Duration::from_millis(100);
+        let recorded = loop {
+            self.slot.check_in(process.slot_bound());
+            let con = &mut *self.con;
+            let attempt = match (&next, replay) {
+                (_, Some(lost_next)) => metrics::redis_call("finish_replay", || {
+                    scripts::finish_replay(con, &process.keys, finish, lost_next)
+                }),
+                (Some(n), None) => metrics::redis_call("finish_and_start", || {
+                    scripts::finish_and_start(con, &process.keys, finish, n)
+                })
+                .map(|(r, s)| {
+                    next_started = Some(s);
+                    r
+                }),
+                (None, None) => {
+                    metrics::redis_call("finish", || scripts::finish(con, &process.keys, finish))
+                }
+            };
+            match attempt {
+                Ok(r) => break Some(r),
+                Err(e) if is_connection_error(&e) => {
+                    warn!(
+                        "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
+                    );
+                    if replay.is_none() {
+                        replay = Some(if next.is_some() { next_execution_id } else { "" });
+                    }
+                    next = None;
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    if let Ok(c) = process
+                        .connector
+                        .connect(process.config.dequeue_timeout() + Duration::from_secs(30))
+                    {
+                        metrics::with(|m| m.redis_reconnects.inc());
+                        *self.con = c;
+                        // The slot blocks in BLMOVE on this connection next: a warm shutdown must
+                        // CLIENT UNBLOCK the new connection's id, not the dead one's.
+                        *self.client_id =
+                            redis::cmd("CLIENT").arg("ID").query(self.con).unwrap_or(-1);
+                        let _ = redis::cmd("CLIENT")
+                            .arg("SETNAME")
+                            .arg(&self.slot.info.name)
+                            .query::<()>(self.con);
+                    }
+                }
+                Err(e) => {
+                    error!("{tag} recording the outcome failed: {e}");
+                    break None;
+                }
+            }
+        };
+        (recorded, next_started)
+    }
+}
+
+/// POST the job's webhooks (rq 3.0's `webhooks` field) once its terminal status is known.
+fn send_webhook(
+    raw: &[u8],
+    s: &Started,
+    func: &str,
+    recorded: Option<&Recorded>,
+    finish: &Finish<'_>,
+) {
+    let status = match recorded {
+        Some(Recorded::Finished) => "finished",
+        Some(Recorded::Failed) => "failed",
+        // Recorded by the call whose reply was lost: a finished outcome is certain.
+        Some(Recorded::Replayed) if matches!(finish.outcome, Outcome::Finished) => "finished",
+        _ => return,
+    };
+    let iso = |v: &[u8]| {
+        crate::rq::time::parse_iso(&String::from_utf8_lossy(v))
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+    };
+    webhooks::send(
+        raw,
+        webhooks::Event {
+            job_id: s.job_id.clone(),
+            func_name: func.to_string(),
+            status,
+            enqueued_at: s.fields.get("enqueued_at").and_then(|v| iso(v)),
+            ended_at: iso(Timestamp::now().iso().as_bytes()),
+            exc_info: (status == "failed")
+                .then(|| codec::decode_exc_string(&finish.exc_string).ok())
+                .flatten(),
+        },
+    );
+}
+
 fn fail_text(job_id: &str, exc_type: &str, message: &str) -> Decided {
     debug!("job {job_id}: {exc_type}: {message}");
-    Decided::failed(failure::traceback("<rq-worker>", exc_type, message))
+    Decided::failed(failure::traceback(None, exc_type, message))
 }
 
 /// Decode, resolve and run the job on the job thread; decide its outcome.
@@ -971,7 +1055,7 @@ fn execute(
     let fail = |exc: &str| Decided::failed(exc.to_string());
     if payload.instance != PyValue::None {
         return fail(&failure::traceback(
-            &func,
+            None,
             "TypeError",
             &format!(
                 "rq-worker cannot call '{func}' on a pickled Python {} instance; enqueue a plain function by name",
@@ -986,7 +1070,7 @@ fn execute(
         );
     }
     let Some(handler) = process.registry.get(&func) else {
-        return fail(&failure::exc_text(&func, &process.registry.unknown(&func)));
+        return fail(&failure::exc_text(None, &process.registry.unknown(&func)));
     };
 
     let cancel = CancelToken::new();
@@ -1047,9 +1131,9 @@ fn execute(
         Waited::Done(Ok(Err(JobError::Cancelled(reason)))) => {
             interrupted(record, &func, reason, &slot.info.name)
         }
-        Waited::Done(Ok(Err(e))) => fail(&failure::exc_text(&func, &e)),
+        Waited::Done(Ok(Err(e))) => fail(&failure::exc_text(Some(&func), &e)),
         Waited::Done(Err(panic)) => fail(&failure::traceback(
-            &func,
+            Some(&func),
             "SystemError",
             &format!("rq-worker job handler panicked: {panic}"),
         )),
@@ -1060,7 +1144,7 @@ fn execute(
 fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &str) -> Decided {
     match reason {
         CancelReason::Timeout => Decided::failed(failure::exc_text(
-            func,
+            Some(func),
             &JobError::Timeout {
                 seconds: record.timeout.unwrap_or(0),
             },
@@ -1075,7 +1159,7 @@ fn interrupted(record: &JobRecord, func: &str, reason: CancelReason, worker: &st
                 .into(),
         ),
         CancelReason::ColdShutdown => Decided::failed(failure::traceback(
-            func,
+            Some(func),
             "rq.exceptions.ShutDownImminentException",
             &format!("job interrupted by a cold shutdown of worker {worker}"),
         )),

@@ -8,6 +8,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The redis-server binary the tests start: `RQW_TEST_REDIS_SERVER`, else `redis-server` from
+/// PATH. scripts/test.sh sets it to a Redis 6.2 build (scripts/redis-min.sh), the oldest the
+/// worker accepts, for one run of the worker tests.
+pub fn server_bin() -> String {
+    std::env::var("RQW_TEST_REDIS_SERVER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".to_string())
+}
+
+/// `RQW_TEST_REDIS_VERSION`: when set, every test server must report exactly this version, so a
+/// run meant for the minimum Redis cannot silently test another one.
+pub fn expected_version() -> Option<String> {
+    std::env::var("RQW_TEST_REDIS_VERSION")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// A redis-server owned by one test; killed on drop.
 pub struct TestRedis {
     pub port: u16,
@@ -30,13 +48,22 @@ impl TestRedis {
         let child = Self::spawn(port, &dir);
         let r = TestRedis { port, child, dir };
         r.wait_ready();
+        if let Some(want) = expected_version() {
+            let got = r.version();
+            assert_eq!(
+                got,
+                want,
+                "RQW_TEST_REDIS_VERSION says the tests run on Redis {want}, but {} is {got}",
+                server_bin()
+            );
+        }
         r
     }
 
     /// redis-server with an fsync-always append-only file, so it can be killed and restarted
     /// with its data (outage tests).
     fn spawn(port: u16, dir: &std::path::Path) -> Child {
-        Command::new("redis-server")
+        Command::new(server_bin())
             .args([
                 "--port",
                 &port.to_string(),
@@ -51,7 +78,25 @@ impl TestRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed for the integration tests")
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} (the integration tests need a redis-server; \
+                     RQW_TEST_REDIS_SERVER names another binary): {e}",
+                    server_bin()
+                )
+            })
+    }
+
+    /// `redis_version` from the server's `INFO server`.
+    pub fn version(&self) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.con())
+            .expect("INFO server");
+        info.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_string())
+            .expect("redis_version in INFO server")
     }
 
     /// Kill the server hard (SIGKILL), as an outage would.
@@ -109,17 +154,48 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rq-worker")
 }
 
-/// Run `rq-worker --burst` with `args` against `redis`; returns its output.
+/// Run `rq-worker --burst` with `args` against `redis`; returns its output. A burst that has not
+/// ended after five minutes is killed (its output then ends without a status of 0), so a worker
+/// that loops forever fails the test instead of hanging the suite.
 pub fn burst(redis: &TestRedis, args: &[&str]) -> Output {
-    Command::new(bin())
+    let mut child = Command::new(bin())
         .arg("--url")
         .arg(redis.url())
         .arg("--burst")
         .args(args)
         .env_remove("QUEUE_NAME")
         .env_remove("WORKER_COUNT")
-        .output()
-        .expect("run rq-worker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rq-worker");
+    let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = pipe(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = pipe(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for rq-worker") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait for rq-worker");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// Start a long-running `rq-worker --url URL ARGS...` (no burst); the caller stops it. The

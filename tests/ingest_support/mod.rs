@@ -49,26 +49,41 @@ fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("rqw-ingest-pg-{}", std::process::id()));
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/pg.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg("--watch")
-            .arg(std::process::id().to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/pg.sh");
-        assert!(
-            out.status.success(),
-            "scripts/pg.sh start failed: PostgreSQL+pgvector is required for these tests"
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let port = text
-            .lines()
-            .find_map(|l| l.strip_prefix("PGPORT="))
-            .expect("PGPORT in pg.sh output");
+        let out = pg_sh_start(&dir, &[], "PostgreSQL+pgvector is required for these tests");
+        let port = pg_sh_field(&out, "PGPORT");
         format!("postgresql://postgres@127.0.0.1:{port}")
     })
+}
+
+/// `scripts/pg.sh start DIR --watch <this process>` with `env` added; returns its stdout (one
+/// `NAME=value` a line). Panics, saying `why`, if the server does not start (DIR is removed).
+fn pg_sh_start(dir: &Path, env: &[(&str, &Path)], why: &str) -> String {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/pg.sh"))
+        .arg("start")
+        .arg(dir)
+        .arg("--watch")
+        .arg(std::process::id().to_string())
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/pg.sh");
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(dir); // pg.sh printed the server's log
+    }
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh start {env:?} failed: {why}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of `NAME=value` in pg.sh's output.
+fn pg_sh_field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} in scripts/pg.sh output: {out}"))
+        .to_string()
 }
 
 /// A new database with the platform schema; returns its URL.
@@ -479,4 +494,77 @@ pub fn make_pdf(pages: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     doc.save_to(&mut out).unwrap();
     out
+}
+
+/// A PostgreSQL of one test's own with TLS on (`scripts/pg.sh` with `PG_TLS=1`: a self-signed
+/// certificate made at start, on a free loopback port, as the non-root `pgtest` user when run as
+/// root), stopped and deleted on drop. The embedded PostgreSQL has no TLS, so this runs a build
+/// with OpenSSL: `$RQW_TLS_PG_BIN`, else `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin` (Debian's `postgresql` package). Panics if it cannot start one.
+pub struct TlsPostgres {
+    /// `postgresql://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+    /// The server's self-signed certificate (PEM).
+    pub cert: PathBuf,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+fn tls_pg_bin() -> Option<PathBuf> {
+    let has_server = |d: &Path| d.join("postgres").is_file() && d.join("initdb").is_file();
+    if let Some(d) = std::env::var_os("RQW_TLS_PG_BIN").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_server(&d) {
+            return Some(d);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let d = e.path().join("bin");
+            has_server(&d).then_some((v, d))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, d)| d)
+}
+
+impl TlsPostgres {
+    pub fn start() -> TlsPostgres {
+        let bin = tls_pg_bin().expect(
+            "no PostgreSQL server binaries with TLS found (set RQW_TLS_PG_BIN, or install \
+             Debian's postgresql package): the TLS test cannot run",
+        );
+        let dir = std::env::temp_dir().join(unique("rqw-tls-pg"));
+        let out = pg_sh_start(
+            &dir,
+            &[("PG_BIN", &bin), ("PG_TLS", Path::new("1"))],
+            "cannot start a TLS-enabled PostgreSQL for the TLS test",
+        );
+        TlsPostgres {
+            url: pg_sh_field(&out, "DATABASE_URL"),
+            cert: PathBuf::from(pg_sh_field(&out, "PG_TLS_CERT")),
+            dir,
+            bin,
+        }
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/pg.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .env("PG_BIN", &self.bin)
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -36,13 +36,6 @@ fn cl100k() -> Option<&'static CoreBPE> {
     .as_ref()
 }
 
-/// Load the tokenizer tables now (they take a moment), so the first job does not pay for it.
-pub fn warm_up(tokenizer: ChunkTokenizer) {
-    if tokenizer == ChunkTokenizer::Cl100kBase {
-        let _ = cl100k();
-    }
-}
-
 /// Overlapping windows over `0..total`: `(start, end)` pairs as the platform's loop produces them.
 fn windows(total: usize, size: usize, overlap: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();

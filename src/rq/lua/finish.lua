@@ -11,7 +11,7 @@
 --   call for the same outcome, whose reply was lost: it may have run).
 -- Returns {'finished'} | {'failed'} | {'stopped'} | {'retried'} | {'scheduled', seconds} | {'gone'}
 --   | {'replayed'} (the earlier call had run: nothing recorded twice).
--- Preceded by start_fn.lua, unstart_fn.lua and enqueue_fn.lua (see scripts.rs).
+-- Preceded by fields_fn.lua, start_fn.lua, unstart_fn.lua and enqueue_fn.lua (see scripts.rs).
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
 local p, id, origin, w, eid = a.prefix, a.job_id, a.origin, a.worker, a.execution_id
@@ -47,10 +47,12 @@ local function finish_job()
 
   local f = redis.call('HMGET', jk, 'result_ttl', 'failure_ttl', 'retries_left', 'retry_intervals',
     'enqueue_at_front_on_retry', 'group_id', 'rate_limit_key', 'rate_limit_concurrency')
-  local result_ttl = tonumber(f[1]) or tonumber(a.default_result_ttl)
-  local explicit_failure_ttl = tonumber(f[2])
+  -- Odd values (see fields_fn.lua) read as missing; TTLs are capped at ten years.
+  local result_ttl = ttl_cap(field_int(f[1]) or tonumber(a.default_result_ttl))
+  local explicit_failure_ttl = field_int(f[2])
+  if explicit_failure_ttl then explicit_failure_ttl = ttl_cap(explicit_failure_ttl) end
   local failure_ttl = explicit_failure_ttl or 31536000
-  local retries_left = tonumber(f[3]) or 0
+  local retries_left = field_int(f[3]) or 0
 
   local function xadd(kind, with_end)
     local args = {'XADD', rk, 'MAXLEN', '~', '10', '*', 'type', kind, 'worker_name', w}
@@ -143,6 +145,8 @@ local function finish_job()
           local idx = math.max(#list - retries_left, 0) + 1
           if idx > #list then idx = #list end
           interval = tonumber(list[idx]) or 0
+          if interval ~= interval then interval = 0 end
+          interval = ttl_cap(interval)
         end
       end
       redis.call('HSET', jk, 'retries_left', tostring(retries_left - 1), 'ended_at', iso, 'last_heartbeat', iso)

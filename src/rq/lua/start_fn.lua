@@ -1,4 +1,5 @@
--- Shared by start.lua and finish.lua (which can start the next job in the same call).
+-- Shared by start.lua and finish.lua (which can start the next job in the same call); needs
+-- fields_fn.lua before it.
 -- start_job(a): dequeue a job (or take one BLMOVE already moved) and mark it started.
 -- `a` holds: prefix, worker, execution_id, iso, now_f, now, interval, compat, check_suspended,
 --   mode ('pop' | 'moved'), queues (comma-joined, priority order) | queue + job_id.
@@ -26,7 +27,12 @@ local function start_job(a)
     local origin, timeout = q, 180
     for i = 1, #flat, 2 do
       if flat[i] == 'origin' and flat[i + 1] ~= '' then origin = flat[i + 1] end
-      if flat[i] == 'timeout' then timeout = tonumber(flat[i + 1]) or 180 end
+      if flat[i] == 'timeout' then
+        -- As the worker reads it (job.rs): missing or 0 is 180; '1h' and other odd values are
+        -- read there, here the default only sizes the first heartbeat's TTL.
+        timeout = field_int(flat[i + 1]) or 180
+        if timeout == 0 then timeout = 180 end
+      end
     end
     local ttl
     if timeout <= 0 then ttl = interval + 60 else ttl = math.floor(math.min(timeout, interval)) + 60 end
