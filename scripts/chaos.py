@@ -320,7 +320,8 @@ class Row:
             if r.proc.name not in self.exits:
                 rc = r.proc.proc.returncode
                 if r.term_deadline is not None:
-                    self.note_exit(r.proc, "term" if rc == 0 else f"term rc={rc}")
+                    # -SIGTERM: the signal came before the process had its handler (just started)
+                    self.note_exit(r.proc, "term" if rc in (0, -signal.SIGTERM) else f"term rc={rc}")
                 else:
                     self.note_exit(r.proc, f"crash rc={rc}")
                     log(f"{self.kind}: {r.proc.name} exited by itself (rc={rc})")
@@ -428,7 +429,7 @@ class Row:
                 continue
             try:
                 rc = r.proc.proc.wait(max(0.1, deadline - time.monotonic()))
-                self.note_exit(r.proc, "term" if rc == 0 else f"term rc={rc}")
+                self.note_exit(r.proc, "term" if rc in (0, -signal.SIGTERM) else f"term rc={rc}")
             except subprocess.TimeoutExpired:
                 harness.kill_tree(r.proc.pid)
                 r.proc.proc.wait(30)
