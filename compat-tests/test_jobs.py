@@ -265,3 +265,22 @@ def test_job_id_with_colon(conn, queue, fleet):
     assert status_of(conn, "a:b:c") == "failed"
     assert registry_ids(queue, "failed") == ["a:b:c"]
     assert registry_ids(queue, "started") == []
+
+
+def test_tally_records_each_execution(conn, queue, fleet, tmp_path):
+    """diag.tally (the chaos suite's job): the same lines, value and failure from either worker."""
+    tally = tmp_path / "tally.log"
+    ok = queue.enqueue(diag.tally, {"v": [1, "x"]}, seconds=0.05)
+    bad = queue.enqueue(diag.tally, 7, fail="tally failure")
+    fleet.burst(env_extra={"RQ_WORKER_DIAG_TALLY_FILE": str(tally)})
+    assert fetch(conn, ok.id).return_value() == {"v": [1, "x"]}
+    assert status_of(conn, bad.id) == "failed"
+    assert "RuntimeError: tally failure" in exc_text(fetch(conn, bad.id))
+    lines = [line.split() for line in tally.read_text().splitlines()]
+    assert [(w[0], w[1]) for w in lines] == [("start", ok.id), ("end", ok.id), ("start", bad.id), ("end", bad.id)]
+    assert lines[1][2] == "ok" and lines[3][2] == "fail"
+    assert all(w[2].isdigit() and w[3].isdigit() for w in lines if w[0] == "start")
+    # without the variable it refuses to run (a production worker writes no file a payload names)
+    refused = queue.enqueue(diag.tally, 1)
+    fleet.burst()
+    assert "RQ_WORKER_DIAG_TALLY_FILE is not set" in exc_text(fetch(conn, refused.id))

@@ -4,6 +4,8 @@
 #                             (PGPORT, PGHOST, PG_BIN, DATABASE_URL) on stdout, one per line
 #   scripts/pg.sh start DIR --watch PID
 #                             same, and stop the server (and delete DIR) once process PID has exited
+#                             (PG_PORT=N: on that port instead, e.g. to restart a stopped server where
+#                             its clients expect it)
 #   scripts/pg.sh stop DIR    fast shutdown
 #   scripts/pg.sh bin         print the directory holding initdb/postgres/psql
 # The wheel comes from $PG_BIN (a bin dir), else the Python named by $PYTHON, the active venv or
@@ -81,7 +83,7 @@ case "$cmd" in
       fi
       tls_opts="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
     fi
-    port="$(free_port)"
+    port="${PG_PORT:-$(free_port)}"
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
       -o "-p $port -h 127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 $tls_opts" \
       start >/dev/null || { tail -20 "$dir/postgres.log" >&2; exit 1; }

@@ -10,7 +10,10 @@
 #      startup check accepts, built by scripts/redis-min.sh (cached; a failed build is a failure)
 #   3. runs compat-tests/ once per rq venv against target/debug/rq-worker, each test on its own
 #      private redis-server (loopback, free port)
-#   4. runs ingest-tests/ when that directory exists
+#   4. runs ingest-tests/ when that directory exists, then the chaos suite at CI size
+#      (scripts/chaos.py and scripts/chaos_ingest.py: rq-worker and the Python worker under the same
+#      seeded fault schedule; fails when the rq-worker row breaks an invariant, the Python row is
+#      printed for comparison only)
 #   5. runs deploy/tests/ (schema validation of the deployment files) when that directory exists
 #   6. builds the container image (scripts/image.sh: the full multi-stage build only when Dockerfile,
 #      .dockerignore, Cargo.toml or Cargo.lock changed since the last full build on this machine, else
@@ -25,6 +28,7 @@
 #   PYTEST_ARGS="-k retry -x"          extra pytest arguments for the Python suites
 #   SKIP_CARGO_TEST=1                  skip `cargo test`, both runs (the worker is still built)
 #   SKIP_IMAGE=1                       skip step 6 (counted as one skipped test; never set in CI)
+#   CHAOS_SEED=N                       seed of the chaos step (default 1; the seed is in its table)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -178,6 +182,27 @@ if [ -d ingest-tests ]; then
     if [ -f python-fixtures/requirements-ingest.txt ]; then ingest_venv=ingest; else ingest_venv=rq1.16; fi
     scripts/python-envs.sh "$ingest_venv" >/dev/null || { echo "test.sh: venv $ingest_venv failed"; fail_step venv; }
     run_pytest "ingest" "$ingest_venv" ingest-tests
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The chaos suite (issue 13), CI size: each part is one test, failed when the rq-worker row breaks
+# an invariant (lost, duplicated, re-executed without cause, wrong, failed without running, stuck,
+# stale, panics, crashes; per document: stuck, half-written, tokens left reserved). The Python rows
+# are the comparison and never fail the step. Tables: target/test-logs/chaos*.log.
+run_chaos() {
+    local label="$1" venv="$2"; shift 2
+    note "$label ($venv)"
+    timeout --kill-after=30 1500 "$ROOT/.venvs/$venv/bin/python" "$@" --seed "${CHAOS_SEED:-1}" --check \
+        --json "$LOGDIR/$label.json" 2>&1 | tee "$LOGDIR/$label.log"
+    if [ "${PIPESTATUS[0]}" = 0 ]; then
+        PASSED=$((PASSED + 1))
+    else
+        echo "test.sh: $label FAILED"; FAILED=$((FAILED + 1)); fail_step "$label"
+    fi
+}
+run_chaos chaos rq1.16 scripts/chaos.py --jobs 800 --duration 45 --parallel
+if [ -d ingest-tests ] && [ -x "$ROOT/.venvs/ingest/bin/python" ]; then
+    run_chaos chaos-ingest ingest scripts/chaos_ingest.py --docs 16 --duration 45 --parallel
 fi
 
 # ---------------------------------------------------------------------------------------------

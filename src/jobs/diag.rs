@@ -14,7 +14,12 @@ pub fn register(registry: &mut Registry) {
     registry.register("rq_worker.diag.echo", echo);
     registry.register("rq_worker.diag.sleep", sleep);
     registry.register("rq_worker.diag.fail", fail);
+    registry.register("rq_worker.diag.tally", tally);
 }
+
+/// The file `tally` appends to; unset, `tally` refuses to run (a production worker never writes
+/// files a payload names).
+pub const TALLY_FILE_ENV: &str = "RQ_WORKER_DIAG_TALLY_FILE";
 
 /// `noop()` → None.
 fn noop(_ctx: &JobContext<'_>, args: Args) -> Result<PyValue, JobError> {
@@ -69,12 +74,19 @@ fn echo(_ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
 fn sleep(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
     let seconds: PyValue = args.required(0, "seconds")?;
     args.finish()?;
+    let secs = seconds_of("rq_worker.diag.sleep", &seconds)?;
+    nap(ctx, secs)?;
+    Ok(seconds)
+}
+
+/// A sleep length given as int or float; negative or not finite is a `ValueError`.
+fn seconds_of(func_name: &str, seconds: &PyValue) -> Result<f64, JobError> {
     let secs = match seconds {
-        PyValue::Int(i) => i as f64,
-        PyValue::Float(f) => f,
-        ref other => {
+        PyValue::Int(i) => *i as f64,
+        PyValue::Float(f) => *f,
+        other => {
             return Err(JobError::BadArguments {
-                func_name: "rq_worker.diag.sleep".into(),
+                func_name: func_name.into(),
                 problem: format!(
                     "argument 'seconds' must be int or float, not {}",
                     other.type_name()
@@ -88,16 +100,77 @@ fn sleep(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
             "sleep length must be non-negative",
         ));
     }
+    Ok(secs)
+}
+
+/// Sleep `secs`, checking for cancellation every 20 ms.
+fn nap(ctx: &JobContext<'_>, secs: f64) -> Result<(), JobError> {
     let end = Instant::now() + Duration::from_secs_f64(secs.min(1e9));
     loop {
         ctx.cancel.check()?;
         let now = Instant::now();
         if now >= end {
-            break;
+            return Ok(());
         }
         std::thread::sleep((end - now).min(Duration::from_millis(20)));
     }
-    Ok(seconds)
+}
+
+/// `tally(value, seconds=0, fail=None)` → value, for the chaos suite (`scripts/chaos.py`): records
+/// each execution outside Redis by appending `start <job id> <pid> <parent pid>` to the file named
+/// by [`TALLY_FILE_ENV`], sleeps `seconds`, appends `end <job id> ok` (or `... fail` and raises
+/// `RuntimeError(fail)` when `fail` is given).
+fn tally(ctx: &JobContext<'_>, mut args: Args) -> Result<PyValue, JobError> {
+    let value: PyValue = args.required(0, "value")?;
+    let seconds: Option<PyValue> = args.optional(1, "seconds")?;
+    let fail: Option<String> = match args.optional::<PyValue>(2, "fail")? {
+        None | Some(PyValue::None) => None,
+        Some(PyValue::Str(s)) => Some(s),
+        Some(other) => {
+            return Err(JobError::BadArguments {
+                func_name: "rq_worker.diag.tally".into(),
+                problem: format!(
+                    "argument 'fail' must be str or None, not {}",
+                    other.type_name()
+                ),
+            });
+        }
+    };
+    args.finish()?;
+    let secs = match &seconds {
+        Some(s) => seconds_of("rq_worker.diag.tally", s)?,
+        None => 0.0,
+    };
+    let path = std::env::var_os(TALLY_FILE_ENV)
+        .ok_or_else(|| JobError::failed("RuntimeError", format!("{TALLY_FILE_ENV} is not set")))?;
+    let record = |line: String| -> Result<(), JobError> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| JobError::with_source("OSError", "cannot open the tally file", e))?;
+        // One write of one short line: O_APPEND keeps concurrent writers' lines whole.
+        f.write_all(line.as_bytes())
+            .map_err(|e| JobError::with_source("OSError", "cannot write the tally file", e))
+    };
+    record(format!(
+        "start {} {} {}\n",
+        ctx.job_id,
+        std::process::id(),
+        std::os::unix::process::parent_id()
+    ))?;
+    nap(ctx, secs)?;
+    match fail {
+        Some(message) => {
+            record(format!("end {} fail\n", ctx.job_id))?;
+            Err(JobError::failed("RuntimeError", message))
+        }
+        None => {
+            record(format!("end {} ok\n", ctx.job_id))?;
+            Ok(value)
+        }
+    }
 }
 
 /// `fail(message, cause=None)` → raises `RuntimeError(message)`, chained to `cause` when given

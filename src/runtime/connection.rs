@@ -68,7 +68,9 @@ fn mask(url: &str) -> String {
 /// A server that is no longer the master counts as lost: `READONLY` (a write reached a replica,
 /// e.g. a demoted master), `MASTERDOWN` (a replica that lost its master), `UNBLOCKED` (a blocking
 /// command cut short because the server changed role). None of them ran the command; the caller
-/// reconnects, which with Sentinel finds the new master.
+/// reconnects, which with Sentinel finds the new master. A Redis that answers `LOADING`
+/// (restarted, still reading its AOF or RDB) ran nothing and is unavailable in the same way:
+/// whatever was being written waits and is retried rather than dropped.
 pub fn is_connection_error(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     e.is_io_error()
@@ -77,7 +79,11 @@ pub fn is_connection_error(e: &redis::RedisError) -> bool {
         || e.is_timeout()
         || matches!(
             e.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+            ErrorKind::Server(
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+            )
         )
         || e.code() == Some("UNBLOCKED")
 }
@@ -285,5 +291,25 @@ impl r2d2::ManageConnection for PooledManager {
 
     fn has_broken(&self, con: &mut redis::Connection) -> bool {
         !redis::ConnectionLike::is_open(con)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_connection_error;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn loading_redis_counts_as_unavailable() {
+        let loading = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(is_connection_error(&loading));
+        let bad_reply = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR wrong number of arguments",
+        ));
+        assert!(!is_connection_error(&bad_reply));
     }
 }

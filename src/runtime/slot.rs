@@ -219,25 +219,45 @@ pub fn run(process: Arc<Process>, slot: Arc<SlotShared>) -> bool {
     // Marks the beacon dead if this thread panics, exited if it returns.
     let _guard = BeaconGuard(beacon.clone());
     let read_timeout = cfg.dequeue_timeout() + Duration::from_secs(30);
-    let mut con = match process.connector.connect_retrying(
-        read_timeout,
-        &process.shutdown,
-        Phase::Warm,
-        &name,
-        slot.beacon(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            error!("worker {name}: {e}");
-            return false;
+    // Registration waits out a Redis that drops or is still loading its data, as the connection
+    // does: a worker started during a Redis restart registers once Redis is back.
+    let mut delay = Duration::from_millis(250);
+    let (mut con, info) = loop {
+        let mut con = match process.connector.connect_retrying(
+            read_timeout,
+            &process.shutdown,
+            Phase::Warm,
+            &name,
+            slot.beacon(),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("worker {name}: {e}");
+                return false;
+            }
+        };
+        let mut info = slot.info.clone();
+        info.ip_address = worker::client_address(&mut con, &name);
+        match worker::birth(&mut con, &process.keys, &info, process.idle_ttl()) {
+            Ok(()) => break (con, info),
+            Err(worker::BirthError::Redis { source, .. }) if is_connection_error(&source) => {
+                warn!(
+                    "worker {name}: cannot register, Redis unavailable ({source}); retrying in {delay:?}"
+                );
+                if process.shutdown.sleep(delay, Phase::Warm) >= Phase::Warm {
+                    return false;
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                error!("worker {name}: {e}{cause}");
+                return false;
+            }
         }
     };
-    let mut info = slot.info.clone();
-    info.ip_address = worker::client_address(&mut con, &name);
-    if let Err(e) = worker::birth(&mut con, &process.keys, &info, process.idle_ttl()) {
-        error!("worker {name}: {e}");
-        return false;
-    }
     slot.registered.store(true, Ordering::SeqCst);
     metrics::with(|m| m.slots.inc());
     let _ = worker::set_state(&mut con, &process.keys, &name, "idle", process.idle_ttl());
