@@ -64,14 +64,14 @@ fn main() -> ExitCode {
         for line in cli.worker.python_only.report() {
             log::warn!("{line}");
         }
-        if let Some(path) = &cli.worker.pid {
-            if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
-                eprintln!(
-                    "rq-worker: error: cannot write the pid file {}: {e}",
-                    path.display()
-                );
-                return ExitCode::FAILURE;
-            }
+        if let Some(path) = &cli.worker.pid
+            && let Err(e) = std::fs::write(path, std::process::id().to_string())
+        {
+            eprintln!(
+                "rq-worker: error: cannot write the pid file {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
         }
     }
     let result: anyhow::Result<()> = match &cli.command {

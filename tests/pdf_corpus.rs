@@ -34,11 +34,11 @@ fn word_f1(reference: &str, got: &str) -> f64 {
     let mut common = 0i64;
     for w in got.split_whitespace() {
         nb += 1;
-        if let Some(c) = a.get_mut(w) {
-            if *c > 0 {
-                *c -= 1;
-                common += 1;
-            }
+        if let Some(c) = a.get_mut(w)
+            && *c > 0
+        {
+            *c -= 1;
+            common += 1;
         }
     }
     if na == 0 && nb == 0 {

@@ -749,7 +749,11 @@ fn a_slot_panic_while_a_job_is_held_fails_that_job_readably_and_only_it() {
     let log = burst_ok(&redis, &[q, "--test-faults", "slot-panic-before-record=2"]);
     for (i, id) in ids.iter().enumerate() {
         let want = if i == 1 { "failed" } else { "finished" };
-        assert_eq!(status(&mut con, id).as_deref(), Some(want), "job {i}: {log}");
+        assert_eq!(
+            status(&mut con, id).as_deref(),
+            Some(want),
+            "job {i}: {log}"
+        );
     }
     assert_eq!(
         exc_last_line(&mut con, &ids[1]),
@@ -767,7 +771,13 @@ fn a_slot_that_keeps_panicking_gives_up_and_the_process_exits_non_zero() {
     let id = enqueue(&mut con, q, "rq_worker.diag.noop", vec![]);
     let out = burst(
         &redis,
-        &[q, "--concurrency", "2", "--test-faults", "slot-panic-always"],
+        &[
+            q,
+            "--concurrency",
+            "2",
+            "--test-faults",
+            "slot-panic-always",
+        ],
     );
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -820,15 +830,31 @@ fn odd_values_in_any_job_field_never_break_the_worker() {
         for (k, v) in fields {
             let _: () = con.hset(format!("rq:job:{id}"), *k, *v).unwrap();
         }
-        cases.push((id, if func.ends_with("fail") { "fail" } else { "add" }, format!("{fields:?}")));
+        cases.push((
+            id,
+            if func.ends_with("fail") {
+                "fail"
+            } else {
+                "add"
+            },
+            format!("{fields:?}"),
+        ));
     };
-    for field in ["timeout", "result_ttl", "failure_ttl", "ttl", "retries_left"] {
+    for field in [
+        "timeout",
+        "result_ttl",
+        "failure_ttl",
+        "ttl",
+        "retries_left",
+    ] {
         for v in numbers {
             push(&mut con, "rq_worker.diag.add", &[(field, v)]);
             push(&mut con, "rq_worker.diag.fail", &[(field, v)]);
         }
     }
-    for intervals in ["[1e400]", "[-5]", "not json", "[\"a\"]", "{}", "[[1]]", "[]", "[0.5]"] {
+    for intervals in [
+        "[1e400]", "[-5]", "not json", "[\"a\"]", "{}", "[[1]]", "[]", "[0.5]",
+    ] {
         push(
             &mut con,
             "rq_worker.diag.fail",
@@ -874,7 +900,10 @@ fn odd_values_in_any_job_field_never_break_the_worker() {
             other => panic!("{what} ({func}): status {other:?}\n{log}"),
         }
     }
-    assert!(finished > total / 4, "most add jobs ran: {finished} of {total}");
+    assert!(
+        finished > total / 4,
+        "most add jobs ran: {finished} of {total}"
+    );
     assert_eq!(
         in_flight(&mut con, q),
         (0, 0, 0),
@@ -898,9 +927,13 @@ fn the_cleaning_lock_is_held_only_while_cleaning() {
         .arg(899)
         .query(&mut con)
         .unwrap();
-    let _: () = con.zadd(format!("rq:finished:{q}"), "expired-entry", 1).unwrap();
+    let _: () = con
+        .zadd(format!("rq:finished:{q}"), "expired-entry", 1)
+        .unwrap();
     burst_ok(&redis, &[q]);
-    let left: Option<f64> = con.zscore(format!("rq:finished:{q}"), "expired-entry").unwrap();
+    let left: Option<f64> = con
+        .zscore(format!("rq:finished:{q}"), "expired-entry")
+        .unwrap();
     assert!(left.is_some(), "not cleaned under another worker's lock");
     let held: String = con.get(format!("rq:clean_registries:{q}")).unwrap();
     assert_eq!(held, "1");

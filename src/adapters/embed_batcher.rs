@@ -352,8 +352,9 @@ impl Drop for SendGuard<'_> {
         let mut st = self.inner.lock();
         st.in_flight = st.in_flight.saturating_sub(1);
         let abandoned = EmbeddingsError::Connection {
-            message: "the shared embeddings request was abandoned: the job thread sending it panicked"
-                .into(),
+            message:
+                "the shared embeddings request was abandoned: the job thread sending it panicked"
+                    .into(),
         };
         for p in self.pieces {
             record(&mut st, p, Err(abandoned.clone()), 1, false);

@@ -375,8 +375,14 @@ mod tests {
             retry_after(&h)
         };
         assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
-        assert_eq!(wait("retry-after-ms", "250"), Some(Duration::from_millis(250)));
-        assert_eq!(wait("retry-after", "1e300"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            wait("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            wait("retry-after", "1e300"),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(wait("retry-after", "inf"), None);
         for bad in ["-1", "nan", "Wed, 21 Oct 2015 07:28:00 GMT", ""] {
             assert_eq!(wait("retry-after", bad), None, "{bad}");

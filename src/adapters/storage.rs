@@ -233,7 +233,6 @@ enum Attempt {
     Final(StorageError),
 }
 
-
 /// A folder laid out as `{dir}/{bucket}/{path}` (development and the demo).
 #[derive(Debug, Clone)]
 pub struct LocalStorage {

@@ -228,10 +228,10 @@ pub fn builtin_encoding(d: &[u8]) -> Option<Vec<Option<String>>> {
                 at += 2;
                 for k in 0..=n_left {
                     let code = first + k;
-                    if code < 256 {
-                        if let Some(&sid) = gid_sid.get(gid) {
-                            out[code] = sid_name(sid);
-                        }
+                    if code < 256
+                        && let Some(&sid) = gid_sid.get(gid)
+                    {
+                        out[code] = sid_name(sid);
                     }
                     gid += 1;
                 }

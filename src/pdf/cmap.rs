@@ -246,10 +246,10 @@ impl CMap {
         while i < toks.len() {
             match &toks[i] {
                 Tok::Name(n) => {
-                    if n == "WMode" {
-                        if let Some(Tok::Num(v)) = toks.get(i + 1) {
-                            cm.vertical = *v == 1;
-                        }
+                    if n == "WMode"
+                        && let Some(Tok::Num(v)) = toks.get(i + 1)
+                    {
+                        cm.vertical = *v == 1;
                     }
                     prev_name = Some(n.clone());
                     i += 1;
@@ -383,16 +383,15 @@ impl CMap {
                                     (Tok::Hex(a), Tok::Hex(b), Tok::Num(cid)) => {
                                         if let (Some((len, lo)), Some((_, hi))) =
                                             (code_of(a), code_of(b))
+                                            && hi >= lo
                                         {
-                                            if hi >= lo {
-                                                cm.ranges.push(Range {
-                                                    len,
-                                                    lo,
-                                                    hi,
-                                                    dst: RangeDst::Cid((*cid).max(0) as u32),
-                                                });
-                                                entries += 1;
-                                            }
+                                            cm.ranges.push(Range {
+                                                len,
+                                                lo,
+                                                hi,
+                                                dst: RangeDst::Cid((*cid).max(0) as u32),
+                                            });
+                                            entries += 1;
                                         }
                                         i += 3;
                                     }

@@ -368,10 +368,10 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
         if depth + 1 > self.budget.opts().max_xobject_depth {
             return Err(PdfError::LimitExceeded("form XObject nesting depth"));
         }
-        if let Some(id) = id {
-            if self.form_stack.contains(&id) {
-                return Ok(());
-            }
+        if let Some(id) = id
+            && self.form_stack.contains(&id)
+        {
+            return Ok(());
         }
         let numbers = |key: &[u8]| -> Option<Vec<Object>> {
             match stream.dict.get(key).ok().map(|o| deref(doc, o)) {

@@ -74,10 +74,10 @@ pub fn glyph_to_unicode(name: &str) -> Option<String> {
     if base.is_empty() {
         return None;
     }
-    if base != name {
-        if let Some(s) = agl(base) {
-            return Some(s.to_string());
-        }
+    if base != name
+        && let Some(s) = agl(base)
+    {
+        return Some(s.to_string());
     }
     if base.contains('_') {
         let mut out = String::new();
@@ -93,23 +93,26 @@ fn component(part: &str) -> Option<String> {
     if let Some(s) = agl(part) {
         return Some(s.to_string());
     }
-    if let Some(hex) = part.strip_prefix("uni") {
-        if hex.len() >= 4 && hex.len() % 4 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut out = String::new();
-            for i in (0..hex.len()).step_by(4) {
-                let v = u32::from_str_radix(&hex[i..i + 4], 16).ok()?;
-                if (0xD800..0xE000).contains(&v) {
-                    return None;
-                }
-                out.push(char::from_u32(v)?);
+    if let Some(hex) = part.strip_prefix("uni")
+        && hex.len() >= 4
+        && hex.len() % 4 == 0
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        let mut out = String::new();
+        for i in (0..hex.len()).step_by(4) {
+            let v = u32::from_str_radix(&hex[i..i + 4], 16).ok()?;
+            if (0xD800..0xE000).contains(&v) {
+                return None;
             }
-            return Some(out);
+            out.push(char::from_u32(v)?);
         }
+        return Some(out);
     }
-    if let Some(hex) = part.strip_prefix('u') {
-        if (4..=6).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return hex_scalar(hex).map(|c| c.to_string());
-        }
+    if let Some(hex) = part.strip_prefix('u')
+        && (4..=6).contains(&hex.len())
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return hex_scalar(hex).map(|c| c.to_string());
     }
     None
 }

@@ -251,17 +251,15 @@ impl Font {
                     d.get(b"CIDToGIDMap").ok().map(|o| deref(doc, o)),
                     None | Some(Object::Name(_))
                 );
-                if identity_gid {
-                    if let Some(ff) = d
+                if identity_gid
+                    && let Some(ff) = d
                         .get(b"FontDescriptor")
                         .ok()
                         .and_then(|o| dict_of(doc, o))
                         .and_then(|fd| fd.get(b"FontFile2").ok())
-                    {
-                        if let Some(data) = stream_bytes(doc, ff, budget) {
-                            gid_text = truetype_gid_to_unicode(&data);
-                        }
-                    }
+                    && let Some(data) = stream_bytes(doc, ff, budget)
+                {
+                    gid_text = truetype_gid_to_unicode(&data);
                 }
             }
         }
@@ -823,13 +821,13 @@ fn type1_builtin_encoding(data: &[u8]) -> Option<Vec<Option<String>>> {
     let toks: Vec<&str> = text.split_ascii_whitespace().collect();
     let mut any = false;
     for w in toks.windows(4) {
-        if w[0] == "dup" && w[3] == "put" {
-            if let (Ok(code), Some(name)) = (w[1].parse::<usize>(), w[2].strip_prefix('/')) {
-                if code < 256 {
-                    out[code] = Some(name.to_string());
-                    any = true;
-                }
-            }
+        if w[0] == "dup"
+            && w[3] == "put"
+            && let (Ok(code), Some(name)) = (w[1].parse::<usize>(), w[2].strip_prefix('/'))
+            && code < 256
+        {
+            out[code] = Some(name.to_string());
+            any = true;
         }
     }
     any.then_some(out)
@@ -885,10 +883,11 @@ fn truetype_gid_to_unicode(d: &[u8]) -> HashMap<u32, String> {
     }
     let Some((_, sub)) = best else { return out };
     let mut add = |gid: u32, cp: u32| {
-        if gid != 0 && out.len() < 70_000 {
-            if let Some(c) = char::from_u32(cp) {
-                out.entry(gid).or_insert_with(|| c.to_string());
-            }
+        if gid != 0
+            && out.len() < 70_000
+            && let Some(c) = char::from_u32(cp)
+        {
+            out.entry(gid).or_insert_with(|| c.to_string());
         }
     };
     match be16(d, sub) {

@@ -659,10 +659,10 @@ impl PageLayout {
         }
         l.text.truncate(t.len());
         l.marks = Vec::new();
-        if let Some(gaps) = l.gaps.take() {
-            if let Some(t) = join_spaced_letters(&l.text, &gaps, l.size) {
-                l.text = t;
-            }
+        if let Some(gaps) = l.gaps.take()
+            && let Some(t) = join_spaced_letters(&l.text, &gaps, l.size)
+        {
+            l.text = t;
         }
         self.lines.push(l);
     }

@@ -352,12 +352,11 @@ fn extract_inner(bytes: &[u8], opts: &ExtractOptions) -> Result<Document, PdfErr
     let mut doc = load(bytes, opts)?;
     budget.check_time()?;
     if doc.is_encrypted() && doc.trailer.get(b"ID").is_err() {
-        if let Some(patched) = with_empty_id(bytes) {
-            if let Ok(d) = load(&patched, opts) {
-                if !d.is_encrypted() {
-                    doc = d;
-                }
-            }
+        if let Some(patched) = with_empty_id(bytes)
+            && let Ok(d) = load(&patched, opts)
+            && !d.is_encrypted()
+        {
+            doc = d;
         }
         budget.check_time()?;
     }

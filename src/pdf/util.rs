@@ -72,20 +72,20 @@ impl<'o> Budget<'o> {
 
     /// Deadline and cancellation check; cheap enough to call often.
     pub fn check_time(&mut self) -> Result<(), PdfError> {
-        if let Some(limit) = self.opts.time_limit {
-            if self.started.elapsed() > limit {
-                return Err(PdfError::Timeout);
-            }
+        if let Some(limit) = self.opts.time_limit
+            && self.started.elapsed() > limit
+        {
+            return Err(PdfError::Timeout);
         }
-        if let Some(deadline) = self.opts.deadline {
-            if Instant::now() > deadline {
-                return Err(PdfError::Timeout);
-            }
+        if let Some(deadline) = self.opts.deadline
+            && Instant::now() > deadline
+        {
+            return Err(PdfError::Timeout);
         }
-        if let Some(cancel) = &self.opts.cancel {
-            if cancel() {
-                return Err(PdfError::Cancelled);
-            }
+        if let Some(cancel) = &self.opts.cancel
+            && cancel()
+        {
+            return Err(PdfError::Cancelled);
         }
         Ok(())
     }
@@ -97,7 +97,7 @@ impl<'o> Budget<'o> {
             return Err(PdfError::LimitExceeded("operators per page"));
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 256 == 0 {
+        if self.ticks.is_multiple_of(256) {
             self.check_bytes()?;
             self.check_time()
         } else {

@@ -263,7 +263,15 @@ mod tests {
             timeout("9223372036854775807").unwrap().timeout,
             Some(i64::MAX)
         );
-        for bad in ["1.5", "abc", "1e400", "nan", "h", "9223372036854775807d", "0x10"] {
+        for bad in [
+            "1.5",
+            "abc",
+            "1e400",
+            "nan",
+            "h",
+            "9223372036854775807d",
+            "0x10",
+        ] {
             assert_eq!(timeout(bad).unwrap_err().field, "timeout", "{bad}");
         }
     }

@@ -1085,7 +1085,7 @@ fn leaf_bytes(v: &PyValue) -> usize {
 }
 
 fn pairs_of(items: &[usize]) -> Result<Vec<(usize, usize)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return invalid("odd number of items for a dict");
     }
     Ok(items.chunks_exact(2).map(|c| (c[0], c[1])).collect())

@@ -31,10 +31,10 @@ pub fn unblock(process: &Process, slot: &SlotShared) {
 /// Ask one slot to stop taking jobs (its running job finishes).
 pub fn stop_slot(process: &Process, slot: &SlotShared) {
     slot.stop.store(true, Ordering::SeqCst);
-    if slot.running().is_some() {
-        if let Ok(mut con) = process.pool.get() {
-            let _ = worker::shutdown_requested(&mut *con, &process.keys, &slot.info.name);
-        }
+    if slot.running().is_some()
+        && let Ok(mut con) = process.pool.get()
+    {
+        let _ = worker::shutdown_requested(&mut *con, &process.keys, &slot.info.name);
     }
     unblock(process, slot);
 }

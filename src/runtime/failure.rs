@@ -96,7 +96,6 @@ fn frame_text(s: &str) -> String {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +107,10 @@ mod tests {
         let mut chars = s.chars().peekable();
         while let Some(c) = chars.next() {
             match c {
-                '<' if chars.peek().is_some_and(|n| n.is_ascii_alphabetic() || *n == '/') => {
+                '<' if chars
+                    .peek()
+                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == '/') =>
+                {
                     in_tag = true
                 }
                 '>' if in_tag => in_tag = false,
@@ -159,7 +161,10 @@ mod tests {
         );
         // A function name without a module is the frame's function.
         let t = traceback(Some("print"), "TypeError", "x");
-        assert!(t.contains("  File \"rq-worker\", line 0, in print\n"), "{t}");
+        assert!(
+            t.contains("  File \"rq-worker\", line 0, in print\n"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -183,6 +188,9 @@ mod tests {
             assert!(t.starts_with("Traceback (most recent call last):\n"));
         }
         let t = traceback(Some("app.make.<locals>.job"), "ValueError", "m");
-        assert!(t.contains("  File \"rq-worker:app.make.‹locals›\", line 0, in job\n"), "{t}");
+        assert!(
+            t.contains("  File \"rq-worker:app.make.‹locals›\", line 0, in job\n"),
+            "{t}"
+        );
     }
 }

@@ -232,10 +232,10 @@ fn python_worker_versions(con: &mut redis::Connection, keys: &Keys) -> Vec<Strin
     let workers: Vec<String> = con.smembers(keys.workers()).unwrap_or_default();
     let mut versions = Vec::new();
     for w in workers.iter().take(1000) {
-        if let Ok(Some(v)) = con.hget::<_, _, Option<String>>(w, "version") {
-            if !is_rq_worker_version(&v) {
-                versions.push(v);
-            }
+        if let Ok(Some(v)) = con.hget::<_, _, Option<String>>(w, "version")
+            && !is_rq_worker_version(&v)
+        {
+            versions.push(v);
         }
     }
     versions
@@ -512,7 +512,10 @@ mod tests {
             worker_version(Layout::Compat),
             format!("1.16.0+rq-worker.{pkg}")
         );
-        assert_eq!(worker_version(Layout::V2), format!("2.12.0+rq-worker.{pkg}"));
+        assert_eq!(
+            worker_version(Layout::V2),
+            format!("2.12.0+rq-worker.{pkg}")
+        );
         assert_eq!(
             worker_python_version(Layout::Compat),
             format!("n/a (Rust rq-worker {pkg}, compat layout)")

@@ -192,10 +192,10 @@ impl Decided {
 /// text that is not traceback-shaped is all message.
 fn exc_summary(text: &str) -> (&str, &str) {
     let last = text.trim_end().lines().last().unwrap_or("");
-    if text.starts_with("Traceback") {
-        if let Some((t, m)) = last.split_once(": ") {
-            return (t, m);
-        }
+    if text.starts_with("Traceback")
+        && let Some((t, m)) = last.split_once(": ")
+    {
+        return (t, m);
     }
     ("", text.trim_end())
 }
@@ -402,7 +402,10 @@ impl Serving<'_> {
         match process.faults.after_job(process.jobs_done()) {
             Some(Fault::Panic) => panic!("test fault injection: slot-panic-after-jobs"),
             Some(Fault::Wedge) => {
-                warn!("worker {}: test fault injection: wedged until shutdown", self.name());
+                warn!(
+                    "worker {}: test fault injection: wedged until shutdown",
+                    self.name()
+                );
                 while !process.shutdown.stopping() {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -491,7 +494,10 @@ impl Serving<'_> {
         }
         let process = self.process;
         if suspended {
-            info!("worker {}: suspended (rq suspend); waiting for rq resume", self.name());
+            info!(
+                "worker {}: suspended (rq suspend); waiting for rq resume",
+                self.name()
+            );
         }
         let state = if suspended { "suspended" } else { "idle" };
         let _ = worker::set_state(
@@ -739,7 +745,11 @@ fn handle_redis_error(
 
 /// Execute one started job and record its outcome; returns the next job the recording call
 /// started, if any.
-fn run_job(serving: &mut Serving<'_>, s: Started, execution_id: String) -> Option<(Started, String)> {
+fn run_job(
+    serving: &mut Serving<'_>,
+    s: Started,
+    execution_id: String,
+) -> Option<(Started, String)> {
     let Serving {
         process,
         slot,
@@ -953,7 +963,11 @@ impl Recorder<'_> {
                         "{tag} cannot record outcome, Redis unavailable ({e}); retrying in {delay:?}"
                     );
                     if replay.is_none() {
-                        replay = Some(if next.is_some() { next_execution_id } else { "" });
+                        replay = Some(if next.is_some() {
+                            next_execution_id
+                        } else {
+                            ""
+                        });
                     }
                     next = None;
                     std::thread::sleep(delay);

@@ -116,7 +116,10 @@ mod tests {
     #[test]
     fn catch_returns_the_message() {
         assert_eq!(catch(|| 7), Ok(7));
-        assert_eq!(catch(|| -> u8 { panic!("boom {}", 1) }), Err("boom 1".into()));
+        assert_eq!(
+            catch(|| -> u8 { panic!("boom {}", 1) }),
+            Err("boom 1".into())
+        );
         assert_eq!(catch(|| -> u8 { panic!("plain") }), Err("plain".into()));
     }
 }
