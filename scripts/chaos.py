@@ -148,7 +148,11 @@ class ChaosRedis:
 
         def ready():
             return self.proc.poll() is None and c.ping() and c.info("persistence").get("loading") == 0
-        harness.wait_for(ready, timeout=60, what="redis-server up (AOF loaded)")
+        try:
+            harness.wait_for(ready, timeout=60, what="redis-server up (AOF loaded)")
+        except AssertionError:
+            self.kill()   # never leave a server behind that the next start() would forget
+            raise
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
