@@ -254,27 +254,36 @@ def metrics_instructions(args, redis, url, env, cmd):
           f"({(per_job['on'] / per_job['off'] - 1) * 100:+.2f}%)")
 
 
+def start_redis(port, workdir, prefix=(), wait_secs=5):
+    """A private redis-server on `port` (optionally under `prefix`, e.g. valgrind), nothing saved;
+    returns (process, client) once it answers PING or `wait_secs` pass."""
+    server = subprocess.Popen(list(prefix) + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                              "--save", "", "--appendonly", "no", "--dir", workdir],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = Redis(port=port)
+    deadline = time.monotonic() + wait_secs
+    while time.monotonic() < deadline:
+        try:
+            redis.ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    return server, redis
+
+
 def redis_instructions(args, env, cmd, python_cmds):
     """Redis's own instructions per job, counted by callgrind on a redis-server of its own: jobs
     are enqueued, the counters zeroed (callgrind_control -z), one worker drains the queue, the
     counters dumped. Runs of JOBS and 2*JOBS jobs cancel the worker's start-up and shutdown.
-    Deterministic, unlike time, so it shows what a change to the scripts saves on a noisy machine."""
+    Far steadier than time, though Redis's timer work during the run is counted too, so compare
+    figures of the same JOBS taken in one sitting."""
     n = args.redis_instructions
     tmp = tempfile.mkdtemp(prefix="rqw-rcg-")
     port = free_port()
     out = os.path.join(tmp, "callgrind.out")
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                               "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", tmp],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, redis = start_redis(port, tmp, ["valgrind", "--tool=callgrind",
+                                            f"--callgrind-out-file={out}.%p"], wait_secs=60)
     try:
-        redis = Redis(port=port)
-        for _ in range(600):
-            try:
-                redis.ping()
-                break
-            except Exception:
-                time.sleep(0.1)
         url = f"redis://127.0.0.1:{port}/0"
 
         def run(label, worker_cmd, size):
@@ -334,16 +343,8 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="rqw-bench-")
     port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    server, redis = start_redis(port, tmp)
     try:
-        redis = Redis(port=port)
-        for _ in range(100):
-            try:
-                redis.ping()
-                break
-            except Exception:
-                time.sleep(0.05)
         url = f"redis://127.0.0.1:{port}/0"
         env = dict(os.environ, PYTHONPATH=FIXTURES + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("QUEUE_NAME", None)
