@@ -27,7 +27,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd;
 use std::process::ChildStdout;
 
@@ -133,8 +133,15 @@ impl FrameReader {
     }
 }
 
-/// The program the Python processes run (`python -c RUNNER`).
+/// The program the Python processes run.
 pub const RUNNER: &str = include_str!("runner.py");
+
+/// What `python -c` runs: read [`RUNNER`] from stdin (u32 length, text) and run it as
+/// `rq-worker/runner.py`, so its frames in a job's traceback name a file (RQ's show
+/// `rq/worker.py`), and `ps` shows a short command line.
+const BOOTSTRAP: &str = "import os,sys\n\
+def _r(n):\n b=b''\n while len(b)<n:\n  c=os.read(0,n-len(b))\n  if not c: sys.exit(1)\n  b+=c\n return b\n\
+exec(compile(_r(int.from_bytes(_r(4),'big')),'rq-worker/runner.py','exec'),{'__name__':'__main__'})";
 
 /// How long a new Python process may take to import `rq` and the `--preload` modules.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -201,7 +208,7 @@ impl PyProc {
     fn spawn(cfg: &PythonConfig, slot: &str) -> Result<PyProc, String> {
         let mut cmd = Command::new(&cfg.interpreter);
         cmd.arg("-c")
-            .arg(RUNNER)
+            .arg(BOOTSTRAP)
             .env(
                 "RQ_WORKER_MODE",
                 match cfg.mode {
@@ -230,10 +237,22 @@ impl PyProc {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", cfg.interpreter.display()))?;
         let pid = child.id();
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             reap(&mut child);
             return Err("the Python process has no pipes".into());
         };
+        let source = RUNNER.as_bytes();
+        let sent = u32::try_from(source.len())
+            .map_err(std::io::Error::other)
+            .and_then(|n| {
+                stdin.write_all(&n.to_be_bytes())?;
+                stdin.write_all(source)
+            });
+        if let Err(e) = sent {
+            let status = child.try_wait().ok().flatten();
+            reap(&mut child);
+            return Err(format!("it exited at once ({}; {e})", describe(status)));
+        }
         let mut p = PyProc {
             child,
             stdin,

@@ -3,7 +3,9 @@
 The Rust worker owns Redis (dequeue, registries, results, heartbeats, timeouts, shutdown); this
 program only runs the user's function, with the user's own `rq` installed next to it, so that the
 job is decoded by RQ's own serializer and `get_current_job()`, `job.meta`, `job.connection` and
-callbacks behave as in `rq worker`. It ships inside the binary and runs as `python -c`.
+callbacks behave as in `rq worker`. It ships inside the binary: a one-line bootstrap
+(`python -c`) reads this source from stdin (a big-endian u32 length, then the text) and runs it
+under the file name `rq-worker/runner.py`, the name its frames show in tracebacks.
 
 Protocol: frames on the process's original stdin (requests) and stdout (replies). A frame is a
 big-endian u32 item count followed by that many items, each a big-endian u32 length and bytes.
@@ -100,6 +102,9 @@ class Runner:
         self.Job = Job
         self.JobTimeoutException = JobTimeoutException
         self.death_penalty = UnixSignalDeathPenalty
+        from rq import defaults
+        self.unserializable = getattr(defaults, "UNSERIALIZABLE_RETURN_VALUE_PAYLOAD",
+                                      "Unserializable return value")
         kind = os.environ.get("RQ_WORKER_SERIALIZER", "pickle")
         self.serializer = resolve_serializer(JSONSerializer if kind == "json" else None)
         self.url = os.environ.get("RQ_WORKER_REDIS_URL", "redis://localhost:6379/0")
@@ -160,10 +165,6 @@ class Runner:
             if job.success_callback is not None:
                 self.send([b"deadline", str(job.success_callback_timeout)])
                 self.on_success(job, self.death_penalty, rv)
-            # Serialised here, inside the try, so a value the serializer refuses fails the job
-            # (as in RQ, where the result is written in the same try).
-            payload = self.serializer.dumps(rv) if rv is not None else b""
-            return [b"finished", payload, b"0" if rv is None else b"1", b"0"]
         except BaseException:
             exc_info = sys.exc_info()
             timed_out = isinstance(exc_info[1], self.JobTimeoutException)
@@ -176,6 +177,15 @@ class Runner:
                     exc_string = "".join(traceback.format_exception(*sys.exc_info()))
             # A job interrupted by its timeout may have left its process in any state: replace it.
             return [b"failed", exc_string, b"1" if timed_out else b"0"]
+        if rv is None:
+            return [b"finished", b"", b"0", b"0"]
+        # A value the serializer refuses still finishes the job: RQ stores a placeholder string
+        # (`Result` serialization), and so does the Rust side with this.
+        try:
+            payload = self.serializer.dumps(rv)
+        except Exception:
+            payload = self.serializer.dumps(self.unserializable)
+        return [b"finished", payload, b"1", b"0"]
 
     def stopped(self, items):
         try:

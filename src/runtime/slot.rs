@@ -1237,6 +1237,10 @@ fn run_python(
             error!("job {}: {text}", record.id);
             Decided::failed(failure::traceback(None, "RuntimeError", &text))
         }
+        // The process running the job was SIGKILLed: RQ's text for a killed work-horse.
+        PyOutcome::Interrupted(CancelReason::KillHorse) => {
+            Decided::failed(crate::python::horse_died_text(libc::SIGKILL))
+        }
         PyOutcome::Interrupted(reason) => {
             if reason == CancelReason::StopJob {
                 py.stopped_callback(&job);
