@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 from rq import Callback, Queue, Retry
-from rq.command import send_stop_job_command
+from rq.command import send_kill_horse_command, send_stop_job_command
 from rq.serializers import JSONSerializer
 
 import harness
@@ -32,6 +32,7 @@ MODES = [pytest.param("pool", id="pool"), pytest.param("fork", id="fork", marks=
 
 TIMEOUT_TEXT = "rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({} seconds)"
 HORSE_DIED_TEXT = "Work-horse terminated unexpectedly; waitpid returned 256; "   # os._exit(1)
+KILLED_TEXT = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "   # SIGKILL
 STOPPED_TEXT = "Job stopped by user, work-horse terminated."
 ABANDONED_RE = {   # the cleaning Python worker's text for a job whose worker vanished
     (1, 16): r"Moved to FailedJobRegistry, due to AbandonedJobError, at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+",
@@ -149,6 +150,8 @@ def test_plain_kwargs_methods_async_and_custom_return(conn, queue, fleet, mode):
         "custom-class": (queue.enqueue(pyjobs.make_point, 1, [2]), pyjobs.Point(1, [2])),
         "list": (queue.enqueue(pyjobs.add, [1], [None]), [1, None]),
     }
+    parent = jobs["add"][0]
+    jobs["dependent"] = (queue.enqueue(pyjobs.add, 10, 1, depends_on=parent), 11)
     # how RQ names them in the payload (the bound method and the classmethod carry their instance/class)
     assert fetch(conn, jobs["bound-1"][0].id).func_name == "add"
     assert fetch(conn, jobs["classmethod"][0].id).func_name == "describe"
@@ -365,6 +368,61 @@ def test_stop_job_command(conn, queue, fleet, mode):
     rec = find_worker(conn, "py-stop")
     assert rec.failed_job_count == 1 and rec.successful_job_count == 1
     assert status_of(conn, job.id) == "stopped"
+
+
+def test_kill_horse_command(conn, queue, fleet, mode):
+    job = queue.enqueue(pyjobs.sleep_for, 120, on_stopped=Callback(pyjobs.on_stopped), **ok_cb())
+    w = fleet.start(name="py-kh")
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    wait_for(lambda: getattr(workers_by_name(conn).get("py-kh"), "state", None) == "busy", timeout=30,
+             what="busy")
+    send_kill_horse_command(conn, "py-kh")
+    wait_for(lambda: status_of(conn, job.id) == "failed", timeout=60, what="failed after kill-horse")
+    # SIGKILL of the process running the job: RQ's text for a work horse that died of signal 9
+    assert assert_failed(conn, job.id, queue) == KILLED_TEXT
+    assert callbacks(conn, job.id) == []
+    assert registry_ids(queue, "started") == []
+    nxt = queue.enqueue(pyjobs.add, 5, 5)
+    wait_for(lambda: status_of(conn, nxt.id) == "finished", timeout=60, what="next job after kill-horse")
+    assert w.alive()
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+
+
+def test_warm_shutdown_finishes_the_python_job(conn, queue, fleet, mode):
+    job = queue.enqueue(pyjobs.sleep_for, 4, **ok_cb())
+    w = fleet.start(name="py-warm")
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    waiting = queue.enqueue(pyjobs.add, 1, 1)
+    w.signal(signal.SIGTERM)
+    assert w.wait(120) == 0
+    assert_finished(conn, job.id, 4)
+    assert callbacks(conn, job.id) == [{"kind": "success", "result": "4", "status": "started"}]
+    assert status_of(conn, waiting.id) == "queued" and queue.job_ids == [waiting.id]
+    assert registry_ids(queue, "started") == []
+    assert find_worker(conn, "py-warm").successful_job_count == 1
+
+
+def test_cold_shutdown_with_a_python_job(conn, queue, fleet, mode, worker_kind):
+    job = queue.enqueue(pyjobs.sleep_for, 120, on_failure=Callback(pyjobs.on_failure))
+    w = fleet.start(name="py-cold")
+    wait_for(lambda: status_of(conn, job.id) == "started", timeout=60, what="started")
+    below = harness.descendants(w.pid)
+    w.signal(signal.SIGTERM)
+    time.sleep(1.5)  # RQ ignores a second signal within 1 s of the first
+    w.signal(signal.SIGTERM)
+    assert w.wait(60) is not None
+    # nothing the worker started outlives it: the process running the job is gone too
+    wait_for(lambda: all(_gone(p) for p in below), timeout=15, what="the worker's job process to exit")
+    assert w.name not in workers_by_name(conn)
+    if worker_kind == "python":
+        # RQ leaves the job `started` for the abandoned-job cleanup (rq-wire.md §9.11)
+        assert status_of(conn, job.id) == "started"
+        make_started_entries_abandoned(conn)
+        fleet.burst(kind="python")
+    assert status_of(conn, job.id) == "failed"
+    assert exc_text(fetch(conn, job.id))
+    assert registry_ids(queue, "failed") == [job.id] and registry_ids(queue, "started") == []
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -610,3 +668,14 @@ def test_fork_mode_without_preload_isolates_jobs(conn, queue, fleet):
     fleet.burst(python_mode="fork")
     got = [fetch(conn, j.id).return_value() for j in jobs]
     assert len({g["pid"] for g in got}) == 3 and [g["calls"] for g in got] == [1, 1, 1], got
+
+
+@pytest.mark.rust_only
+def test_native_functions_stay_native(conn, queue, fleet):
+    from rq_worker import diag
+    native = queue.enqueue(diag.fail, "native failure")
+    python = queue.enqueue(pyjobs.fail_plain, "python failure")
+    fleet.burst()
+    assert '  File "rq-worker:rq_worker.diag", line 0, in fail\n' in exc_text(fetch(conn, native.id))
+    text = exc_text(fetch(conn, python.id))
+    assert f'  File "{pyjobs.__file__}", line ' in text and "rq-worker:" not in text, text
