@@ -22,5 +22,6 @@ pub mod config;
 pub mod jobs;
 pub mod ops;
 pub mod pdf;
+pub mod python;
 pub mod rq;
 pub mod runtime;
