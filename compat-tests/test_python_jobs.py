@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -88,6 +89,14 @@ def local_traceback(func, *args, **kwargs):
     except Exception:
         return "".join(traceback.format_exception(*sys.exc_info()))
     raise AssertionError(f"{func.__name__} did not raise")
+
+
+def canonical_paths(text):
+    """File names of frames resolved through symlinks (a venv may be reached through a link)."""
+    def real(m):
+        path = m.group(1)
+        return f'  File "{os.path.realpath(path) if os.path.exists(path) else path}"'
+    return re.sub(r'^  File "([^"]+)"', real, text, flags=re.M)
 
 
 def innermost_frame_and_exception(text):
@@ -207,6 +216,9 @@ def test_exception_gives_the_real_traceback(conn, queue, fleet, mode):
     assert text.endswith(innermost_frame_and_exception(local)), text
     assert text.splitlines()[-1] == "pyjobs.JobError: outer x"
     assert f'  File "{pyjobs.__file__}", line ' in text
+    # every frame names a real file (rq-dashboard shows exc_info as HTML: `<string>` would vanish)
+    frames = [line for line in text.splitlines() if line.startswith("  File ")]
+    assert all(re.fullmatch(r'  File "[^"<>&]+", line \d+, in [^<>&]+', f) for f in frames), frames
 
     text = assert_failed(conn, plain.id, queue)
     local = local_traceback(pyjobs.fail_plain, "plain <b>&</b> failure")
@@ -316,15 +328,21 @@ def test_retry_until_success_and_until_exhausted(conn, queue, fleet, mode):
 # --- timeouts, dead processes, stop-job -----------------------------------------------------------
 
 def test_timeout(conn, queue, fleet, mode):
-    job = queue.enqueue(pyjobs.sleep_for, 60, job_timeout=2, on_failure=Callback(pyjobs.on_failure))
+    job = queue.enqueue(pyjobs.sleep_for, 60, job_timeout=1, on_failure=Callback(pyjobs.on_failure))
     after = queue.enqueue(pyjobs.add, 1, 1)
     w = fleet.burst(timeout=90)
     text = assert_failed(conn, job.id, queue)
     assert text.startswith("Traceback (most recent call last):\n"), text
-    assert text.splitlines()[-1] == TIMEOUT_TEXT.format(2), text
-    recs = callbacks(conn, job.id)
-    assert [(r["kind"], r["exc_type"], r["exc_value"], r["status"]) for r in recs] == \
-        [("failure", "JobTimeoutException", "Task exceeded maximum timeout value (2 seconds)", "started")]
+    assert text.splitlines()[-1] == TIMEOUT_TEXT.format(1), text
+    # RQ's death penalty interrupts the function: the job's frame and rq's raising frame end the text
+    from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+    with UnixSignalDeathPenalty(1, JobTimeoutException, job_id="local"):
+        local = local_traceback(pyjobs.sleep_for, 60)
+    tail = local[local.index(f'  File "{pyjobs.__file__}"'):]
+    assert canonical_paths(text).endswith(canonical_paths(tail)), text
+    assert callbacks(conn, job.id) == [{"kind": "failure", "exc_type": "JobTimeoutException",
+                                        "exc_value": "Task exceeded maximum timeout value (1 seconds)",
+                                        "tb_type": "traceback", "status": "started"}]
     assert_finished(conn, after.id, 2)
     dead = find_worker(conn, w.name)
     assert dead.failed_job_count == 1 and dead.successful_job_count == 1
@@ -469,6 +487,8 @@ def test_dashboard_view(conn, queue, fleet, redis_url, tmp_path, mode):
         assert d["status"] == "failed" and d["result"] is None
         assert d["exc_info"] == exc_text(fetch(conn, "p-fail"))
         assert d["exc_info"].splitlines()[-1] == "pyjobs.JobError: outer d"
+        from test_dashboard import rendered_as_html
+        assert rendered_as_html(d["exc_info"]) == d["exc_info"], "the job page would not show exc_info as stored"
         assert dash.ok("/0/data/job/p-died.json")["exc_info"] == HORSE_DIED_TEXT
         failed = {j["id"]: j for j in dash.ok("/0/data/jobs/default/failed/100/asc/1.json")["jobs"]}
         assert sorted(failed) == ["p-died", "p-fail"]
@@ -679,3 +699,20 @@ def test_native_functions_stay_native(conn, queue, fleet):
     assert '  File "rq-worker:rq_worker.diag", line 0, in fail\n' in exc_text(fetch(conn, native.id))
     text = exc_text(fetch(conn, python.id))
     assert f'  File "{pyjobs.__file__}", line ' in text and "rq-worker:" not in text, text
+
+
+@pytest.mark.rust_only
+def test_job_output_goes_to_stderr(conn, queue, fleet, tmp_path):
+    """rq-worker's stdout stays free of job output: prints of a Python job go to its stderr."""
+    job = queue.enqueue(pyjobs.chatter, 1000)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    cmd = [harness.rust_worker_bin(), "--url", fleet.redis_url, "--burst", "--python", sys.executable,
+           "--name", "py-streams"]
+    with open(out, "wb") as o, open(err, "wb") as e:
+        rc = subprocess.run(cmd, env=fleet.env(), stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                            cwd=str(harness.REPO), timeout=120).returncode
+    assert rc == 0, err.read_text(errors="replace")[-3000:]
+    assert fetch(conn, job.id).return_value() == 1000
+    stderr = err.read_text(errors="replace")
+    assert "chatter stdout 999\n" in stderr and "chatter stderr 999\n" in stderr
+    assert "chatter" not in out.read_text(errors="replace")
