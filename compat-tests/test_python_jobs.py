@@ -197,6 +197,27 @@ def test_json_serializer(conn, fleet, mode):
     assert exc_text(j).splitlines()[-1] == "ValueError: json failure"
 
 
+def test_unserializable_return_value(conn, queue, fleet, mode):
+    """A return value the job's serializer cannot store does not fail the job: RQ stores its
+    placeholder text as the result (rq.defaults.UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)."""
+    from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD as PLACEHOLDER
+    assert PLACEHOLDER == "Unserializable return value"
+    pick = queue.enqueue(pyjobs.unpicklable, **ok_cb())
+    jq = Queue("jsonq", connection=conn, serializer=JSONSerializer)
+    js = jq.enqueue(pyjobs.make_point, 1, 2)
+    fleet.burst()
+    fleet.burst(queues=("jsonq",), serializer="json")
+    j = fetch(conn, pick.id)
+    assert status(j) == "finished" and j.return_value() == PLACEHOLDER
+    assert j.latest_result().type == Result.Type.SUCCESSFUL
+    recs = callbacks(conn, pick.id)
+    assert len(recs) == 1 and recs[0]["kind"] == "success" and recs[0]["status"] == "started"
+    assert recs[0]["result"].startswith("<function unpicklable.<locals>.local at 0x")
+    j = fetch(conn, js.id, serializer=JSONSerializer)
+    assert status(j) == "finished" and j.return_value() == PLACEHOLDER
+    assert registry_ids(queue, "failed") == []
+
+
 # --- failures and the traceback -----------------------------------------------------------------
 
 def test_exception_gives_the_real_traceback(conn, queue, fleet, mode):

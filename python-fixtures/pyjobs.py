@@ -237,3 +237,10 @@ def on_success_slow(job, connection, result):
     _record(job, connection, "success-slow-start", result=repr(result))
     time.sleep(30)
     _record(job, connection, "success-slow-end")
+
+
+def unpicklable():
+    """Return a value the pickle serializer cannot store (a local function)."""
+    def local():
+        return 1
+    return local
