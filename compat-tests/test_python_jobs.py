@@ -99,6 +99,15 @@ def canonical_paths(text):
     return re.sub(r'^  File "([^"]+)"', real, text, flags=re.M)
 
 
+def local_traceback_base(func, *args, **kwargs):
+    """local_traceback for a function raising a BaseException (SystemExit)."""
+    try:
+        func(*args, **kwargs)
+    except BaseException:
+        return "".join(traceback.format_exception(*sys.exc_info()))
+    raise AssertionError(f"{func.__name__} did not raise")
+
+
 def innermost_frame_and_exception(text):
     """From the last `  File "...` line to the end: the raising frame, its source line, the exception."""
     lines = text.splitlines(keepends=True)
@@ -479,6 +488,29 @@ def test_job_printing_a_lot(conn, queue, fleet, mode):
         assert line in log, line
 
 
+def test_exit_stdin_raw_output_and_a_big_value(conn, queue, fleet, mode):
+    """sys.exit() in a job is an exception like any other; a job reading stdin reads end-of-file;
+    writes to file descriptors 1 and 2 and a child process's output reach the worker's log without
+    disturbing it; a 20 MB return value is stored whole."""
+    ex = queue.enqueue(pyjobs.exit_job, 3, on_failure=Callback(pyjobs.on_failure))
+    stdin = queue.enqueue(pyjobs.read_stdin)
+    raw = queue.enqueue(pyjobs.raw_output, "rawtag")
+    big = queue.enqueue(pyjobs.blob, 20_000_000)
+    after = queue.enqueue(pyjobs.add, 1, 2)
+    w = fleet.burst(timeout=180)
+    text = assert_failed(conn, ex.id, queue)
+    assert text.endswith(innermost_frame_and_exception(local_traceback_base(pyjobs.exit_job, 3))), text
+    assert callbacks(conn, ex.id) == [{"kind": "failure", "exc_type": "SystemExit", "exc_value": "3",
+                                       "tb_type": "traceback", "status": "started"}]
+    assert_finished(conn, stdin.id, "")
+    assert_finished(conn, raw.id, "rawtag")
+    log = w.log()
+    for line in ("rawtag fd1", "rawtag fd2", "rawtag child stdout", "rawtag child stderr"):
+        assert line + "\n" in log, line
+    assert_finished(conn, big.id, b"\xab" * 20_000_000)
+    assert_finished(conn, after.id, 3)
+
+
 # --- the dashboard (rq-dashboard runs in the rq 2.12 venv only) ------------------------------------
 
 def test_dashboard_view(conn, queue, fleet, redis_url, tmp_path, mode):
@@ -726,6 +758,7 @@ def test_native_functions_stay_native(conn, queue, fleet):
 def test_job_output_goes_to_stderr(conn, queue, fleet, tmp_path):
     """rq-worker's stdout stays free of job output: prints of a Python job go to its stderr."""
     job = queue.enqueue(pyjobs.chatter, 1000)
+    raw = queue.enqueue(pyjobs.raw_output, "rawtag")
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     cmd = [harness.rust_worker_bin(), "--url", fleet.redis_url, "--burst", "--python", sys.executable,
            "--name", "py-streams"]
@@ -736,4 +769,8 @@ def test_job_output_goes_to_stderr(conn, queue, fleet, tmp_path):
     assert fetch(conn, job.id).return_value() == 1000
     stderr = err.read_text(errors="replace")
     assert "chatter stdout 999\n" in stderr and "chatter stderr 999\n" in stderr
-    assert "chatter" not in out.read_text(errors="replace")
+    assert fetch(conn, raw.id).return_value() == "rawtag"
+    for line in ("rawtag fd1", "rawtag fd2", "rawtag child stdout", "rawtag child stderr"):
+        assert line + "\n" in stderr, line
+    stdout = out.read_text(errors="replace")
+    assert "chatter" not in stdout and "rawtag" not in stdout, stdout[-2000:]

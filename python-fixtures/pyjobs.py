@@ -244,3 +244,28 @@ def unpicklable():
     def local():
         return 1
     return local
+
+
+def exit_job(code=3):
+    """sys.exit() inside a job: SystemExit is an exception like any other to RQ's work horse."""
+    sys.exit(code)
+
+
+def read_stdin():
+    """What the job reads from its standard input."""
+    return sys.stdin.read() if sys.stdin is not None else None
+
+
+def raw_output(tag="raw"):
+    """Output that bypasses sys.stdout: straight to file descriptors 1 and 2, and from a child process
+    that inherits them (as C extensions and subprocesses write)."""
+    import subprocess
+    os.write(1, f"{tag} fd1\n".encode())
+    os.write(2, f"{tag} fd2\n".encode())
+    subprocess.run(["sh", "-c", f"echo {tag} child stdout; echo {tag} child stderr >&2"], check=True)
+    return tag
+
+
+def blob(n):
+    """Return n bytes."""
+    return b"\xab" * n
