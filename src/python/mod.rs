@@ -21,19 +21,117 @@
 pub mod protocol;
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, select, unbounded};
 use log::{debug, info, warn};
+use std::io::Read as _;
+use std::os::fd::AsRawFd;
+use std::process::ChildStdout;
 
 use crate::config::{PythonMode, SerializerKind};
 use crate::jobs::CancelReason;
 use crate::runtime::executor::{Control, WaitFor};
-use protocol::{Frame, read_frame, write_frame};
+use protocol::{Frame, parse_frame, write_frame};
+
+/// What one look at a process's replies found.
+enum Reply {
+    Frame(Frame),
+    /// Nothing complete within the time given.
+    Timeout,
+    /// The process closed its end (it exited), or sent something unreadable.
+    Closed,
+}
+
+/// Reads a Python process's replies on the slot thread itself: poll(2) with a timeout, then the
+/// bytes that are there (the pipe is non-blocking), so the wait for a job costs no thread
+/// hand-off and a process that stops mid-frame never blocks the slot.
+struct FrameReader {
+    stdout: ChildStdout,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+impl FrameReader {
+    fn new(stdout: ChildStdout) -> Self {
+        let fd = stdout.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch no memory.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        FrameReader {
+            stdout,
+            buf: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// The next reply, waiting at most `timeout`.
+    fn next(&mut self, timeout: Duration) -> Reply {
+        let until = Instant::now() + timeout;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match parse_frame(&self.buf) {
+                Ok(Some((frame, used))) => {
+                    self.buf.drain(..used);
+                    return Reply::Frame(frame);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("Python process: unreadable reply ({e})");
+                    self.closed = true;
+                    return Reply::Closed;
+                }
+            }
+            if self.closed {
+                return Reply::Closed;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.stdout.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n == 0 {
+                return Reply::Timeout;
+            }
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.closed = true;
+                return Reply::Closed;
+            }
+            match self.stdout.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => self.closed = true,
+            }
+            if !self.closed && Instant::now() >= until {
+                return match parse_frame(&self.buf) {
+                    Ok(Some((frame, used))) => {
+                        self.buf.drain(..used);
+                        Reply::Frame(frame)
+                    }
+                    _ => Reply::Timeout,
+                };
+            }
+        }
+    }
+}
 
 /// The program the Python processes run (`python -c RUNNER`).
 pub const RUNNER: &str = include_str!("runner.py");
@@ -92,7 +190,7 @@ pub enum PyOutcome {
 struct PyProc {
     child: Child,
     stdin: ChildStdin,
-    frames: Receiver<Frame>,
+    replies: FrameReader,
     pid: u32,
     jobs: u64,
     /// `rq.__version__` in that environment.
@@ -136,40 +234,16 @@ impl PyProc {
             reap(&mut child);
             return Err("the Python process has no pipes".into());
         };
-        let (tx, frames) = unbounded::<Frame>();
-        let reader = std::thread::Builder::new()
-            .name(format!("py-{slot}"))
-            .spawn(move || {
-                let mut r = BufReader::with_capacity(64 * 1024, stdout);
-                loop {
-                    match read_frame(&mut r) {
-                        Ok(Some(f)) => {
-                            if tx.send(f).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            warn!("Python process {pid}: unreadable reply ({e}); dropping it");
-                            break;
-                        }
-                    }
-                }
-            });
-        if let Err(e) = reader {
-            reap(&mut child);
-            return Err(format!("cannot start a reader thread: {e}"));
-        }
         let mut p = PyProc {
             child,
             stdin,
-            frames,
+            replies: FrameReader::new(stdout),
             pid,
             jobs: 0,
             rq_version: String::new(),
         };
-        match p.frames.recv_timeout(START_TIMEOUT) {
-            Ok(f) if first(&f) == b"ready" => {
+        match p.replies.next(START_TIMEOUT) {
+            Reply::Frame(f) if first(&f) == b"ready" => {
                 p.rq_version = text(f.get(2));
                 debug!(
                     "Python process {pid} ready for slot {slot} (rq {})",
@@ -177,7 +251,7 @@ impl PyProc {
                 );
                 Ok(p)
             }
-            Ok(f) if first(&f) == b"fatal" => {
+            Reply::Frame(f) if first(&f) == b"fatal" => {
                 let status = p.kill();
                 Err(format!(
                     "it failed to start ({}):\n{}",
@@ -185,15 +259,15 @@ impl PyProc {
                     text(f.get(1)).trim_end()
                 ))
             }
-            Ok(f) => {
+            Reply::Frame(f) => {
                 p.kill();
                 Err(format!("unexpected first reply {:?}", text(f.first())))
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Reply::Timeout => {
                 p.kill();
                 Err(format!("it was not ready within {START_TIMEOUT:?}"))
             }
-            Err(RecvTimeoutError::Disconnected) => {
+            Reply::Closed => {
                 let status = p.kill();
                 Err(format!(
                     "it exited before it was ready ({})",
@@ -399,13 +473,13 @@ impl PythonExecutor {
         loop {
             let Some(p) = self.proc.as_mut() else { return };
             let wait = limit.saturating_duration_since(Instant::now());
-            match p.frames.recv_timeout(wait) {
-                Ok(f) if first(&f) == b"deadline" => {
+            match p.replies.next(wait) {
+                Reply::Frame(f) if first(&f) == b"deadline" => {
                     limit = Instant::now() + seconds(f.get(1)) + Duration::from_secs(5);
                 }
-                Ok(f) if first(&f) == b"done" => return,
-                Ok(_) => {}
-                Err(_) => {
+                Reply::Frame(f) if first(&f) == b"done" => return,
+                Reply::Frame(_) => {}
+                Reply::Timeout | Reply::Closed => {
                     warn!(
                         "job {}: the on_stopped callback did not end in time; its process is killed",
                         job.id
@@ -420,15 +494,16 @@ impl PythonExecutor {
     fn wait(&mut self, w: &WaitFor<'_>) -> PyOutcome {
         let fork = self.cfg.mode == PythonMode::Fork;
         let max_rss = self.cfg.max_rss_mb;
-        let Some(p) = self.proc.as_ref() else {
+        let Some(pid) = self.proc.as_ref().map(|p| p.pid) else {
             return PyOutcome::Unavailable {
                 text: "no Python process".into(),
             };
         };
-        let (frames, pid) = (p.frames.clone(), p.pid);
         let mut job_pid = (!fork).then_some(pid);
         let mut hard = w.deadline.map(|d| d + w.grace);
-        let tick = Duration::from_millis(200);
+        // How often stop-job, kill-horse, cold shutdown, the deadline and the memory limit are
+        // looked at while the job runs (replies are read as soon as they come).
+        let tick = Duration::from_millis(50);
         let reason = loop {
             if let Some(b) = w.beacon {
                 b.alive_for(Duration::from_secs(30) + w.grace);
@@ -436,65 +511,67 @@ impl PythonExecutor {
             let wait = hard.map_or(tick, |d| {
                 d.saturating_duration_since(Instant::now()).min(tick)
             });
-            select! {
-                recv(frames) -> f => match f {
-                    Ok(f) => match first(&f) {
-                        b"finished" => {
-                            self.count_job();
-                            let value = (f.get(2).map(Vec::as_slice) == Some(b"1"))
-                                .then(|| f.get(1).cloned().unwrap_or_default());
-                            return PyOutcome::Finished { value };
-                        }
-                        b"failed" => {
-                            self.count_job();
-                            if f.get(2).map(Vec::as_slice) == Some(b"1") && !fork {
-                                debug!("Python process {pid}: replaced after a job timeout");
-                                self.proc = None;
-                            }
-                            return PyOutcome::Failed { exc_string: text(f.get(1)) };
-                        }
-                        b"deadline" => {
-                            hard = Some(Instant::now() + seconds(f.get(1)) + w.grace);
-                        }
-                        b"forked" => {
-                            job_pid = text(f.get(1)).parse().ok();
-                        }
-                        b"died" => {
-                            let raw = text(f.get(1)).parse().unwrap_or(-1);
-                            return PyOutcome::Died { text: horse_died_text(raw) };
-                        }
-                        other => warn!(
-                            "Python process {pid}: unexpected reply {:?}",
-                            String::from_utf8_lossy(other)
-                        ),
-                    },
-                    Err(_) => {
-                        // The process ended (its pipe closed) without a reply.
-                        let status = self.proc.take().and_then(|mut p| p.kill());
-                        let raw = status.map_or(-1, ExitStatusExt::into_raw);
-                        return PyOutcome::Died { text: horse_died_text(raw) };
+            let Some(p) = self.proc.as_mut() else {
+                return PyOutcome::Unavailable {
+                    text: "no Python process".into(),
+                };
+            };
+            match p.replies.next(wait) {
+                Reply::Frame(f) => match first(&f) {
+                    b"finished" => {
+                        p.jobs += 1;
+                        let value = (f.get(2).map(Vec::as_slice) == Some(b"1"))
+                            .then(|| f.get(1).cloned().unwrap_or_default());
+                        return PyOutcome::Finished { value };
                     }
+                    b"failed" => {
+                        p.jobs += 1;
+                        if f.get(2).map(Vec::as_slice) == Some(b"1") && !fork {
+                            debug!("Python process {pid}: replaced after a job timeout");
+                            self.proc = None;
+                        }
+                        return PyOutcome::Failed {
+                            exc_string: text(f.get(1)),
+                        };
+                    }
+                    b"deadline" => {
+                        hard = Some(Instant::now() + seconds(f.get(1)) + w.grace);
+                    }
+                    b"forked" => {
+                        job_pid = text(f.get(1)).parse().ok();
+                    }
+                    b"died" => {
+                        let raw = text(f.get(1)).parse().unwrap_or(-1);
+                        return PyOutcome::Died {
+                            text: horse_died_text(raw),
+                        };
+                    }
+                    other => warn!(
+                        "Python process {pid}: unexpected reply {:?}",
+                        String::from_utf8_lossy(other)
+                    ),
                 },
-                recv(w.control) -> c => match c {
-                    Ok(Control::StopJob(id)) if id == w.job_id => break CancelReason::StopJob,
-                    Ok(Control::StopJob(_)) | Err(_) => {}
-                    Ok(Control::KillHorse) => break CancelReason::KillHorse,
-                    Ok(Control::ColdShutdown) => break CancelReason::ColdShutdown,
-                },
-                default(wait) => {
-                    if (w.is_cold)() {
-                        break CancelReason::ColdShutdown;
-                    }
-                    if hard.is_some_and(|d| Instant::now() >= d) {
-                        break CancelReason::Timeout;
-                    }
-                    if let (Some(limit), Some(job_pid)) = (max_rss, job_pid)
-                        && let Some(rss) = rss_mb(job_pid)
-                        && rss > limit
-                    {
-                        return self.kill_over_memory(job_pid, rss, limit);
-                    }
+                Reply::Closed => {
+                    // The process ended (its pipe closed) without a reply.
+                    let status = self.proc.take().and_then(|mut p| p.kill());
+                    let raw = status.map_or(-1, ExitStatusExt::into_raw);
+                    return PyOutcome::Died {
+                        text: horse_died_text(raw),
+                    };
                 }
+                Reply::Timeout => {}
+            }
+            if let Some(reason) = control(w) {
+                break reason;
+            }
+            if hard.is_some_and(|d| Instant::now() >= d) {
+                break CancelReason::Timeout;
+            }
+            if let (Some(limit), Some(job_pid)) = (max_rss, job_pid)
+                && let Some(rss) = rss_mb(job_pid)
+                && rss > limit
+            {
+                return self.kill_over_memory(job_pid, rss, limit);
             }
         };
         warn!(
@@ -503,12 +580,6 @@ impl PythonExecutor {
         );
         self.kill_job(job_pid);
         PyOutcome::Interrupted(reason)
-    }
-
-    fn count_job(&mut self) {
-        if let Some(p) = self.proc.as_mut() {
-            p.jobs += 1;
-        }
     }
 
     fn kill_over_memory(&mut self, pid: u32, rss: u64, limit: u64) -> PyOutcome {
@@ -541,13 +612,13 @@ impl PythonExecutor {
         let limit = Instant::now() + Duration::from_secs(5);
         loop {
             match p
-                .frames
-                .recv_timeout(limit.saturating_duration_since(Instant::now()))
+                .replies
+                .next(limit.saturating_duration_since(Instant::now()))
             {
-                Ok(f) if first(&f) == b"died" => return text(f.get(1)).parse().ok(),
-                Ok(f) if matches!(first(&f), b"finished" | b"failed") => return Some(0),
-                Ok(_) => {}
-                Err(_) => {
+                Reply::Frame(f) if first(&f) == b"died" => return text(f.get(1)).parse().ok(),
+                Reply::Frame(f) if matches!(first(&f), b"finished" | b"failed") => return Some(0),
+                Reply::Frame(_) => {}
+                Reply::Timeout | Reply::Closed => {
                     warn!(
                         "Python zygote {} did not report its killed child; replacing it",
                         p.pid
@@ -584,6 +655,19 @@ impl PythonExecutor {
             self.proc = None;
         }
     }
+}
+
+/// A stop-job, kill-horse or cold shutdown for the running job, if one has come.
+fn control(w: &WaitFor<'_>) -> Option<CancelReason> {
+    while let Ok(c) = w.control.try_recv() {
+        match c {
+            Control::StopJob(id) if id == w.job_id => return Some(CancelReason::StopJob),
+            Control::StopJob(_) => {}
+            Control::KillHorse => return Some(CancelReason::KillHorse),
+            Control::ColdShutdown => return Some(CancelReason::ColdShutdown),
+        }
+    }
+    (w.is_cold)().then_some(CancelReason::ColdShutdown)
 }
 
 /// `[kind, job_id, key1, value1, ...]`.

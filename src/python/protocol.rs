@@ -5,7 +5,7 @@
 //! is escaped or base64-encoded on the way. Limits keep a corrupt stream from asking for an
 //! absurd allocation.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 /// Most items in one frame (a job hash has a few dozen fields).
 pub const MAX_ITEMS: u32 = 100_000;
@@ -35,36 +35,36 @@ fn len_u32(n: usize) -> io::Result<u32> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame item too large"))
 }
 
-/// Read one frame; `Ok(None)` at a clean end of stream (between frames).
-pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
-    let mut head = [0u8; 4];
-    match r.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let count = u32::from_be_bytes(head);
+/// Parse one frame from the front of `buf`: the frame and how many bytes it took, or `Ok(None)`
+/// when `buf` does not hold a whole frame yet.
+pub fn parse_frame(buf: &[u8]) -> io::Result<Option<(Frame, usize)>> {
+    let u32_at = |at: usize| -> Option<u32> {
+        let b = buf.get(at..at + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let Some(count) = u32_at(0) else {
+        return Ok(None);
+    };
     if count > MAX_ITEMS {
         return Err(bad(format!("frame of {count} items")));
     }
+    let mut at = 4;
     let mut items = Vec::with_capacity(count.min(64) as usize);
     for _ in 0..count {
-        r.read_exact(&mut head)?;
-        let n = u32::from_be_bytes(head);
+        let Some(n) = u32_at(at) else {
+            return Ok(None);
+        };
         if n > MAX_ITEM {
             return Err(bad(format!("frame item of {n} bytes")));
         }
-        let mut item = Vec::new();
-        r.by_ref().take(u64::from(n)).read_to_end(&mut item)?;
-        if item.len() != n as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "stream ended inside a frame",
-            ));
-        }
-        items.push(item);
+        let (start, end) = (at + 4, at + 4 + n as usize);
+        let Some(item) = buf.get(start..end) else {
+            return Ok(None);
+        };
+        items.push(item.to_vec());
+        at = end;
     }
-    Ok(Some(items))
+    Ok(Some((items, at)))
 }
 
 fn bad(what: String) -> io::Error {
@@ -81,28 +81,39 @@ mod tests {
         write_frame(&mut buf, &[b"job".as_slice(), b"", &[0, 255, 10]]).unwrap();
         write_frame::<_, &[u8]>(&mut buf, &[]).unwrap();
         assert_eq!(&buf[..8], &[0, 0, 0, 3, 0, 0, 0, 3]);
-        let mut r = buf.as_slice();
-        let f = read_frame(&mut r).unwrap().unwrap();
+        let (f, used) = parse_frame(&buf).unwrap().unwrap();
         assert_eq!(f, vec![b"job".to_vec(), vec![], vec![0, 255, 10]]);
-        assert_eq!(read_frame(&mut r).unwrap().unwrap(), Vec::<Vec<u8>>::new());
-        assert!(read_frame(&mut r).unwrap().is_none());
+        let (g, used2) = parse_frame(&buf[used..]).unwrap().unwrap();
+        assert_eq!(g, Vec::<Vec<u8>>::new());
+        assert_eq!(used + used2, buf.len());
+        assert!(parse_frame(&buf[buf.len()..]).unwrap().is_none());
     }
 
     #[test]
-    fn a_truncated_or_absurd_stream_is_an_error_not_an_allocation() {
-        let mut buf = Vec::new();
-        write_frame(&mut buf, &[b"finished".as_slice(), b"payload"]).unwrap();
-        let cut = &buf[..buf.len() - 2];
-        assert!(read_frame(&mut &cut[..]).is_err());
+    fn an_absurd_frame_is_an_error_not_an_allocation() {
         let huge = [0xff, 0xff, 0xff, 0xff];
         assert_eq!(
-            read_frame(&mut &huge[..]).unwrap_err().kind(),
+            parse_frame(&huge).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
         let big_item = [0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff];
         assert_eq!(
-            read_frame(&mut &big_item[..]).unwrap_err().kind(),
+            parse_frame(&big_item).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more_bytes() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &[b"forked".as_slice(), b"42"]).unwrap();
+        write_frame(&mut buf, &[b"finished".as_slice()]).unwrap();
+        for cut in 0..18 {
+            assert!(parse_frame(&buf[..cut]).unwrap().is_none(), "cut {cut}");
+        }
+        let (f, used) = parse_frame(&buf).unwrap().unwrap();
+        assert_eq!(f, vec![b"forked".to_vec(), b"42".to_vec()]);
+        let (g, _) = parse_frame(&buf[used..]).unwrap().unwrap();
+        assert_eq!(g, vec![b"finished".to_vec()]);
     }
 }

@@ -199,11 +199,17 @@ def child_setup():
     random.seed()
 
 
+_LIBC = []
+
+
 def _die_with_parent():
+    """PR_SET_PDEATHSIG(SIGKILL): the kernel kills this process when its parent dies. (The
+    handle to libc is opened once, in the first process, and inherited by fork children.)"""
     try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if not _LIBC:
+            import ctypes
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].prctl(1, 9)
     except Exception:
         pass
 
