@@ -67,10 +67,6 @@ def callbacks(conn, job_id):
     return out
 
 
-def callback_pids(conn, job_id):
-    return [json.loads(raw)["pid"] for raw in conn.lrange(pyjobs.callback_key(job_id), 0, -1)]
-
-
 def ok_cb():
     return dict(on_success=Callback(pyjobs.on_success), on_failure=Callback(pyjobs.on_failure))
 
@@ -86,7 +82,7 @@ def local_traceback(func, *args, **kwargs):
     """The traceback text of calling func here, formatted as RQ formats a job's exception."""
     try:
         func(*args, **kwargs)
-    except Exception:
+    except BaseException:   # SystemExit too
         return "".join(traceback.format_exception(*sys.exc_info()))
     raise AssertionError(f"{func.__name__} did not raise")
 
@@ -97,15 +93,6 @@ def canonical_paths(text):
         path = m.group(1)
         return f'  File "{os.path.realpath(path) if os.path.exists(path) else path}"'
     return re.sub(r'^  File "([^"]+)"', real, text, flags=re.M)
-
-
-def local_traceback_base(func, *args, **kwargs):
-    """local_traceback for a function raising a BaseException (SystemExit)."""
-    try:
-        func(*args, **kwargs)
-    except BaseException:
-        return "".join(traceback.format_exception(*sys.exc_info()))
-    raise AssertionError(f"{func.__name__} did not raise")
 
 
 def innermost_frame_and_exception(text):
@@ -499,7 +486,7 @@ def test_exit_stdin_raw_output_and_a_big_value(conn, queue, fleet, mode):
     after = queue.enqueue(pyjobs.add, 1, 2)
     w = fleet.burst(timeout=180)
     text = assert_failed(conn, ex.id, queue)
-    assert text.endswith(innermost_frame_and_exception(local_traceback_base(pyjobs.exit_job, 3))), text
+    assert text.endswith(innermost_frame_and_exception(local_traceback(pyjobs.exit_job, 3))), text
     assert callbacks(conn, ex.id) == [{"kind": "failure", "exc_type": "SystemExit", "exc_value": "3",
                                        "tb_type": "traceback", "status": "started"}]
     assert_finished(conn, stdin.id, "")
