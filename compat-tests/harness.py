@@ -180,11 +180,14 @@ class WorkerProc:
 class Fleet:
     """Starts workers for one test and tears them all down afterwards."""
 
-    def __init__(self, redis_url, default_kind, tmp_path):
+    def __init__(self, redis_url, default_kind, tmp_path, python=False, python_mode=None):
         self.redis_url = redis_url
         self.default_kind = default_kind
         self.tmp_path = Path(tmp_path)
         self.procs = []
+        # defaults of start()'s python/python_mode (test_python_jobs.py turns python on)
+        self.python = python
+        self.python_mode = python_mode
 
     def env(self):
         env = dict(os.environ)
@@ -198,8 +201,14 @@ class Fleet:
 
     def start(self, queues=("default",), *, kind=None, burst=False, name=None, scheduler=False,
               serializer=None, concurrency=None, worker_ttl=None, job_monitoring_interval=None,
-              max_jobs=None, python_worker_class="rq.Worker", extra=(), env_extra=None):
+              max_jobs=None, python_worker_class="rq.Worker", extra=(), env_extra=None,
+              python=None, python_mode=None, python_extra=()):
+        """python=True gives rq-worker `--python <this venv's interpreter>` (its rq version, and
+        PYTHONPATH from env() has python-fixtures) plus `--python-mode` and `python_extra`; a Python
+        `rq worker` runs Python jobs anyway and ignores the three. None means the Fleet's default."""
         kind = kind or self.default_kind
+        python = self.python if python is None else python
+        python_mode = python_mode or self.python_mode
         name = name or f"{kind[:2]}-{uuid.uuid4().hex[:8]}"
         if kind == "rust":
             cmd = [rust_worker_bin(), *queues, "--url", self.redis_url, "--name", name,
@@ -208,6 +217,11 @@ class Fleet:
                 cmd += ["--serializer", serializer]
             if concurrency:
                 cmd += ["--concurrency", str(concurrency)]
+            if python:
+                cmd += ["--python", sys.executable]
+                if python_mode:
+                    cmd += ["--python-mode", python_mode]
+                cmd += list(python_extra)
         elif kind == "python":
             cmd = [str(VENV_BIN / "rq"), "worker", *queues, "--url", self.redis_url, "--name", name,
                    "-w", python_worker_class]
