@@ -761,3 +761,16 @@ def test_job_output_goes_to_stderr(conn, queue, fleet, tmp_path):
         assert line + "\n" in stderr, line
     stdout = out.read_text(errors="replace")
     assert "chatter" not in stdout and "rawtag" not in stdout, stdout[-2000:]
+
+
+@pytest.mark.rust_only
+def test_a_job_the_death_penalty_cannot_reach_is_killed_after_the_grace(conn, queue, fleet, mode):
+    """Python enforces the timeout first (RQ's SIGALRM death penalty); code that never returns to
+    the interpreter is SIGKILLed by rq-worker 5 s later and the job fails with the same exception."""
+    job = queue.enqueue(pyjobs.deaf_sleep, 3600, job_timeout=1)
+    after = queue.enqueue(pyjobs.add, 2, 2)
+    fleet.burst(timeout=300)   # an hour-long sleep: the burst ends only if the kill came
+    text = assert_failed(conn, job.id, queue)
+    assert text.splitlines()[-1] == TIMEOUT_TEXT.format(1), text
+    assert_finished(conn, after.id, 4)
+    assert registry_ids(queue, "started") == [] and wip_members(conn) == []

@@ -269,3 +269,12 @@ def raw_output(tag="raw"):
 def blob(n):
     """Return n bytes."""
     return b"\xab" * n
+
+
+def deaf_sleep(seconds):
+    """Sleep with SIGALRM blocked, as code stuck in C would: RQ's death penalty cannot interrupt
+    it, so only a kill from outside ends it."""
+    import signal
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return seconds
