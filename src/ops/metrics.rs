@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Panics caught in the worker's own threads (slot loops and service threads), each
     /// followed by a fresh loop or, when they repeat, by the process stopping.
     pub slot_panics: IntCounter,
+    /// Python processes started for `--python` (pool processes and fork zygotes).
+    pub python_starts: IntCounter,
+    /// Python processes that ended while running a job, by cause (died, memory, killed).
+    pub python_ends: IntCounterVec,
     /// Maintenance passes run (one per interval, all queues).
     pub maintenance_runs: IntCounter,
     /// What maintenance cleaned, by kind.
@@ -211,6 +215,17 @@ impl Metrics {
                 &r,
                 "rq_worker_thread_panics_total",
                 "Panics caught in the worker's own threads (each followed by a fresh loop, or by the process stopping when they repeat).",
+            ),
+            python_starts: counter(
+                &r,
+                "rq_worker_python_processes_started_total",
+                "Python processes started for --python (pool processes and fork-mode zygotes), including replacements.",
+            ),
+            python_ends: counter_vec(
+                &r,
+                "rq_worker_python_job_process_ends_total",
+                "Processes running a Python job that ended without a reply: died (exit or signal of its own), memory (killed over --python-max-rss), killed (timeout past the grace, stop-job, kill-horse, cold shutdown).",
+                &["cause"],
             ),
             redis_errors: counter_vec(
                 &r,

@@ -33,6 +33,7 @@ use std::process::ChildStdout;
 
 use crate::config::{PythonMode, SerializerKind};
 use crate::jobs::CancelReason;
+use crate::ops::metrics;
 use crate::runtime::executor::{Control, WaitFor};
 use protocol::{Frame, parse_frame, write_frame};
 
@@ -431,6 +432,7 @@ impl PythonExecutor {
                 },
                 started.elapsed().as_millis()
             );
+            metrics::with(|m| m.python_starts.inc());
             self.proc = Some(p);
         }
         self.proc
@@ -560,6 +562,7 @@ impl PythonExecutor {
                         job_pid = text(f.get(1)).parse().ok();
                     }
                     b"died" => {
+                        process_ended("died");
                         let raw = text(f.get(1)).parse().unwrap_or(-1);
                         return PyOutcome::Died {
                             text: horse_died_text(raw),
@@ -572,6 +575,7 @@ impl PythonExecutor {
                 },
                 Reply::Closed => {
                     // The process ended (its pipe closed) without a reply.
+                    process_ended("died");
                     let status = self.proc.take().and_then(|mut p| p.kill());
                     let raw = status.map_or(-1, ExitStatusExt::into_raw);
                     return PyOutcome::Died {
@@ -597,6 +601,7 @@ impl PythonExecutor {
             "job {}: {reason}; killing the Python process running it",
             w.job_id
         );
+        process_ended("killed");
         self.kill_job(job_pid);
         PyOutcome::Interrupted(reason)
     }
@@ -606,6 +611,7 @@ impl PythonExecutor {
             "worker {}: Python process {pid} uses {rss} MiB, over --python-max-rss {limit}; killing it",
             self.slot
         );
+        process_ended("memory");
         let raw = self.kill_job(Some(pid)).unwrap_or(libc::SIGKILL);
         PyOutcome::Died {
             text: format!(
@@ -674,6 +680,10 @@ impl PythonExecutor {
             self.proc = None;
         }
     }
+}
+
+fn process_ended(cause: &str) {
+    metrics::with(|m| m.python_ends.with_label_values(&[cause]).inc());
 }
 
 /// A stop-job, kill-horse or cold shutdown for the running job, if one has come.
