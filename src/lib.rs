@@ -6,6 +6,8 @@
 //! # Layout
 //!
 //! - [`config`]: every flag and environment variable, parsed once into typed settings.
+//! - [`value`]: [`value::PyValue`], the Python values payloads, results and `meta` carry, with
+//!   Python's `repr()` and `json` rules. Depends on nothing else in the crate.
 //! - [`rq`]: the RQ wire protocol (keys, job hashes, payload codec, registries, results, worker
 //!   records, pub/sub commands, scripts). Knows nothing about threads or job functions.
 //! - [`runtime`]: the worker process: job threads, dequeue loop, heartbeats, timeouts, shutdown,
@@ -24,3 +26,4 @@ pub mod ops;
 pub mod pdf;
 pub mod rq;
 pub mod runtime;
+pub mod value;

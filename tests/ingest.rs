@@ -6,7 +6,7 @@
 mod ingest_support;
 
 use ingest_support::*;
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 use serde_json::json;
 
 fn pages(n: usize, words_per_page: usize, seed: u64) -> Vec<String> {

@@ -15,7 +15,7 @@ use common::{
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
 use rq_worker::rq::keys::Keys;
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 /// Enqueue `rq_worker.diag.add(a, b)` on `queue`.
 fn add(con: &mut redis::Connection, queue: &str, a: i64, b: i64) -> String {

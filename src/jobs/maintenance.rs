@@ -8,7 +8,7 @@ use crate::adapters::postgres::PgPool;
 use crate::adapters::sqlite;
 use crate::config::IngestConfig;
 use crate::jobs::{Args, JobContext, JobError};
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// The job handler.
 pub fn cleanup_stale_reservations(

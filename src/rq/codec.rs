@@ -12,7 +12,7 @@ use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 
 use crate::rq::pickle::{self, PickleError};
-use crate::rq::value::{JsonError, PyValue};
+use crate::value::{JsonError, PyValue};
 
 /// Largest decompressed job payload accepted.
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 20;
@@ -296,7 +296,7 @@ pub fn decode_return_value(field: &str, ser: Serializer) -> Result<PyValue, Code
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::rq::value::PyDateTime;
+    use crate::value::PyDateTime;
 
     fn sample(name: &str) -> Vec<u8> {
         let text = match name {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use num_bigint::BigInt;
 
-use crate::rq::value::{PyDateTime, PyValue};
+use crate::value::{PyDateTime, PyValue};
 
 /// Deepest container nesting accepted (Python's own recursion limit is about 1000).
 pub const MAX_DEPTH: usize = 200;

@@ -14,7 +14,7 @@ use rq_worker::config::IngestConfig;
 use rq_worker::jobs::{
     Args, CancelToken, EnqueueRequest, JobContext, JobError, JobHooks, Registry,
 };
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 pub const EXTRACT: &str = "jobs.ingest_extract.ingest_extract";
 pub const INDEX: &str = "jobs.ingest_index.ingest_index";

@@ -5,7 +5,7 @@
 
 use crate::jobs::{Args, EnqueueRequest, JobContext, JobError};
 use crate::ops::metrics;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 use super::{IngestError, Services, check_cancel, db, parse_uuid, pdf_text, progress};
 

@@ -9,7 +9,7 @@ use crate::adapters::embed_batcher::StopFn;
 use crate::adapters::postgres::PgVector;
 use crate::jobs::{Args, JobContext, JobError};
 use crate::ops::metrics;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 use super::budget::Budget;
 use super::chunking::{chunk_text, content_hash, estimate_tokens};

@@ -21,7 +21,7 @@ use crate::adapters::postgres::{PgConn, PgError, PgPool};
 use crate::adapters::storage::{LocalStorage, Storage, StorageError, SupabaseStorage};
 use crate::config::IngestConfig;
 use crate::jobs::{CancelReason, JobContext, JobError, Registry};
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// Longest `error_message` written to `documents`, in characters.
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 2000;

@@ -4,6 +4,10 @@
 //! carry (datetime, date, time, timedelta, Decimal, UUID) have their own variants. Also here:
 //! Python's `repr()` ([`PyValue::repr`], for descriptions and tracebacks) and Python's `json`
 //! module rules ([`PyValue::to_json_string`], [`PyValue::from_json_str`]).
+//!
+//! Outside [`crate::rq`] so that jobs and their adapters take and return Python values without
+//! depending on the wire module; it depends on nothing else in the crate. Turning bytes into a
+//! `PyValue` (pickle, zlib, the payload shape) stays in `rq/` (`codec`, `pickle`).
 
 use num_bigint::BigInt;
 
@@ -800,6 +804,7 @@ impl JsonParser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Test-only: the differential tests borrow pickle's python3 runner and expressions.
     use crate::rq::pickle::python_tests::python;
 
     #[test]
