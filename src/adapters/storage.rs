@@ -93,6 +93,7 @@ impl SupabaseStorage {
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
             .user_agent(concat!("rq-worker/", env!("CARGO_PKG_VERSION")))
+            .tls_config(super::tls::ureq_tls())
             .build()
             .into();
         SupabaseStorage {
