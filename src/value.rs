@@ -116,6 +116,16 @@ impl PyValue {
         matches!(self, PyValue::None)
     }
 
+    /// A Python int from a count or length (exact: past `i64::MAX` it is a [`PyValue::BigInt`]).
+    pub fn count(n: usize) -> PyValue {
+        i64::try_from(n).map_or_else(|_| PyValue::BigInt(BigInt::from(n)), PyValue::Int)
+    }
+
+    /// A Python int from an unsigned number (exact: past `i64::MAX` it is a [`PyValue::BigInt`]).
+    pub fn from_u64(n: u64) -> PyValue {
+        i64::try_from(n).map_or_else(|_| PyValue::BigInt(BigInt::from(n)), PyValue::Int)
+    }
+
     /// A dict with string keys, the shape of kwargs, `meta` and most return values.
     pub fn str_dict<K: Into<String>>(entries: impl IntoIterator<Item = (K, PyValue)>) -> PyValue {
         PyValue::Dict(
@@ -302,14 +312,16 @@ pub fn float_repr(f: f64) -> String {
         d => d.to_string(),
     };
     let decpt = exp + 1;
-    let n = digits.len() as i32;
+    // At most 17 significant digits; the counts below are small and, where used, not negative.
+    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    let count = |k: i32| usize::try_from(k).unwrap_or(0);
     let body = if -4 < decpt && decpt <= 16 {
         if decpt <= 0 {
-            format!("0.{}{}", "0".repeat((-decpt) as usize), digits)
+            format!("0.{}{}", "0".repeat(count(-decpt)), digits)
         } else if decpt >= n {
-            format!("{}{}.0", digits, "0".repeat((decpt - n) as usize))
+            format!("{}{}.0", digits, "0".repeat(count(decpt - n)))
         } else {
-            let (a, b) = digits.split_at(decpt as usize);
+            let (a, b) = digits.split_at(count(decpt));
             format!("{a}.{b}")
         }
     } else {

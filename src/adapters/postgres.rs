@@ -93,7 +93,8 @@ impl PgPool {
             .connection_timeout(Duration::from_secs(10))
             .test_on_check_out(true)
             .connection_customizer(Box::new(SessionSetup {
-                statement_timeout_ms: statement_timeout.as_millis() as u64,
+                statement_timeout_ms: u64::try_from(statement_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
             }))
             .build_unchecked(manager);
         Ok(PgPool { pool })

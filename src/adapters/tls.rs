@@ -65,6 +65,10 @@ pub enum Verify {
 }
 
 /// A rustls client configuration (TLS 1.2 and 1.3).
+///
+/// # Panics
+///
+/// Never: ring supports both protocol versions (the `expect` states an invariant of the build).
 pub fn client_config(verify: Verify) -> ClientConfig {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -95,8 +95,11 @@ impl Services {
                 None => {
                     let timeout =
                         Duration::from_secs(self.config.database_statement_timeout_seconds);
-                    let pool =
-                        PgPool::new(&self.config.database_url, self.concurrency as u32, timeout)?;
+                    let pool = PgPool::new(
+                        &self.config.database_url,
+                        u32::try_from(self.concurrency).unwrap_or(u32::MAX),
+                        timeout,
+                    )?;
                     *guard = Some(pool.clone());
                     pool
                 }
