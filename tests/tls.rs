@@ -1,7 +1,8 @@
 //! `rediss://` end to end: rq-worker against a redis-server with TLS on and a certificate from a
 //! test CA (made with the openssl CLI). The worker trusts the system's CA bundle, which a test
 //! names with `SSL_CERT_FILE` (as a site mounts its bundle over the image's): verified with that
-//! CA, refused readably with another, and `#insecure` connects without checking. Uses the
+//! CA, refused readably with another, and `#insecure` connects without checking. HTTPS (ureq, as
+//! Storage, embeddings and webhooks use it) trusts the same bundle. Uses the
 //! `redis-server` on PATH (Debian's is built with TLS; the Redis 6.2 build of scripts/redis-min.sh
 //! is not, so this lives outside tests/worker.rs).
 
@@ -56,54 +57,60 @@ fn make_ca(dir: &Path, name: &str) {
     );
 }
 
+/// In `dir`: CAs `ca` and `other-ca`, and `server.pem`/`server.key` for localhost and 127.0.0.1
+/// signed by `ca`.
+fn make_certs(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("temp dir");
+    make_ca(dir, "ca");
+    make_ca(dir, "other-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write san.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
 impl TlsRedis {
     fn start() -> TlsRedis {
         let (port, tls_port) = (free_port(), free_port());
         let dir =
             std::env::temp_dir().join(format!("rqw-tls-redis-{tls_port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        make_ca(&dir, "ca");
-        make_ca(&dir, "other-ca");
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ],
-        );
-        std::fs::write(
-            dir.join("san.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write san.ext");
-        openssl(
-            &dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        );
+        make_certs(&dir);
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -212,4 +219,43 @@ fn rediss_is_verified_against_the_trusted_bundle() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(status(&mut con, &id).as_deref(), Some("finished"));
+}
+
+#[test]
+fn https_trusts_the_same_bundle() {
+    // ureq (Storage, embeddings, webhooks) gets adapters::tls's provider and roots; without them
+    // it would have no crypto provider and no root list at all. `openssl s_server -www` answers
+    // any GET over TLS with a certificate from the test CA, which SSL_CERT_FILE names.
+    let dir = std::env::temp_dir().join(format!("rqw-tls-https-{}", std::process::id()));
+    make_certs(&dir);
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .args(["-cert", "server.pem", "-key", "server.key"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    // SAFETY: set before anything in this process reads the trusted roots (they are read once);
+    // the other test here passes SSL_CERT_FILE to child processes only.
+    unsafe { std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem")) };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(rq_worker::adapters::tls::ureq_tls())
+        .build()
+        .into();
+    let url = format!("https://localhost:{port}/");
+    let mut last = String::new();
+    let ok = wait_for(10, || match agent.get(&url).call() {
+        Ok(r) => r.status() == 200,
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "GET {url} over TLS failed: {last}");
 }
