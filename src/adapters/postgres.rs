@@ -58,8 +58,9 @@ impl r2d2::CustomizeConnection<Client, ::postgres::Error> for SessionSetup {
     }
 }
 
-/// TLS for `sslmode` (used only when the mode asks the server for it). The connector offers
-/// channel binding (`tls-server-end-point`), so SCRAM-SHA-256-PLUS works as it did with OpenSSL.
+/// TLS for `sslmode` (used only when the mode asks the server for it). The connector provides
+/// `tls-server-end-point` channel binding, as postgres-native-tls did, so SCRAM-SHA-256-PLUS
+/// stays available.
 fn tls_connector(verify: bool) -> MakeRustlsConnect {
     MakeRustlsConnect::new(tls::client_config(if verify {
         Verify::Full
