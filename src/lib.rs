@@ -90,6 +90,7 @@ pub mod jobs;
 pub mod num;
 pub mod ops;
 pub mod pdf;
+pub mod python;
 pub mod rq;
 pub mod runtime;
 pub mod value;

@@ -61,7 +61,11 @@ fn main() -> ExitCode {
                  text (default) or json lines (--log-format json)"
             );
         }
-        for line in cli.worker.python_only.report() {
+        for line in cli
+            .worker
+            .python_only
+            .report(cli.worker.python.interpreter.is_some())
+        {
             log::warn!("{line}");
         }
         if let Some(path) = &cli.worker.pid

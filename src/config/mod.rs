@@ -259,7 +259,54 @@ pub struct WorkerConfig {
     pub sentinel: SentinelOptions,
 
     #[command(flatten)]
+    pub python: PythonOptions,
+
+    #[command(flatten)]
     pub python_only: PythonOnlyOptions,
+}
+
+/// How Python jobs run (`--python-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PythonMode {
+    /// One long-lived Python process per slot runs jobs one after another.
+    #[default]
+    Pool,
+    /// A zygote that imported the --preload modules forks a child per job.
+    Fork,
+}
+
+/// Python jobs (`--python`): every job whose function is not implemented natively runs in a
+/// Python process of the given environment, with that environment's `rq`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Python jobs")]
+pub struct PythonOptions {
+    /// Run jobs whose function is not native with this Python interpreter: the one of the
+    /// environment where the job code and `rq` are installed. Off when not given (such jobs fail
+    /// with "does not implement").
+    #[arg(long = "python", env = "RQ_WORKER_PYTHON", value_name = "PATH")]
+    pub interpreter: Option<PathBuf>,
+    /// pool: one long-lived process per slot; fork: a fresh child per job, forked from a zygote
+    /// that imported the --preload modules.
+    #[arg(long, env = "RQ_WORKER_PYTHON_MODE", value_enum, default_value_t = PythonMode::Pool)]
+    pub python_mode: PythonMode,
+    /// Replace a pool process after this many jobs.
+    #[arg(long, env = "RQ_WORKER_PYTHON_MAX_JOBS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub python_max_jobs: Option<u64>,
+    /// Kill a Python process whose resident memory passes this many MiB (a job running in it
+    /// fails; a pool process over it between jobs is replaced).
+    #[arg(long, env = "RQ_WORKER_PYTHON_MAX_RSS", value_name = "MB",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub python_max_rss: Option<u64>,
+    /// Modules to import when a Python process starts (the zygote in fork mode), e.g. the
+    /// modules of the job functions. Repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "RQ_WORKER_PRELOAD",
+        value_name = "MODULE",
+        value_delimiter = ','
+    )]
+    pub preload: Vec<String>,
 }
 
 /// Redis Sentinel (RQ's `SENTINEL` settings): the master is asked of the sentinels at every
@@ -303,7 +350,7 @@ pub struct SentinelOptions {
 /// accepted, so that an existing `rq worker ...` command line keeps working when the binary is
 /// swapped, and each one given is reported at start with what rq-worker does instead.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "Accepted for `rq worker` compatibility (no effect here)")]
+#[command(next_help_heading = "Accepted for `rq worker` compatibility")]
 pub struct PythonOnlyOptions {
     /// Python worker class (jobs run as native handlers on threads here).
     #[arg(short = 'w', long, value_name = "CLASS")]
@@ -317,7 +364,8 @@ pub struct PythonOnlyOptions {
     /// Python Redis connection class.
     #[arg(long, value_name = "CLASS")]
     pub connection_class: Option<String>,
-    /// Python import path entries.
+    /// Python import path entries, put first on `sys.path` of the --python processes (default:
+    /// the current directory, as `rq worker`); without --python, nothing is imported.
     #[arg(short = 'P', long, value_name = "PATH")]
     pub path: Vec<String>,
     /// Python exception handlers.
@@ -342,7 +390,7 @@ pub struct PythonOnlyOptions {
 
 impl PythonOnlyOptions {
     /// One line per option given: what it was and what rq-worker does instead.
-    pub fn report(&self) -> Vec<String> {
+    pub fn report(&self, python: bool) -> Vec<String> {
         let mut out = Vec::new();
         let mut note = |given: bool, what: String, instead: &str| {
             if given {
@@ -383,7 +431,7 @@ impl PythonOnlyOptions {
             "the connection comes from --url",
         );
         note(
-            !self.path.is_empty(),
+            !self.path.is_empty() && !python,
             format!("--path {:?}", self.path),
             "job functions are native, nothing is imported",
         );

@@ -59,6 +59,8 @@ pub enum RuntimeError {
     NoWorkerStarted,
     #[error("{0}")]
     GaveUp(String),
+    #[error("--python: {0}")]
+    Python(String),
     #[error(transparent)]
     Metrics(#[from] http::BindError),
 }
@@ -88,6 +90,8 @@ pub struct Process {
     jobs_done: AtomicU64,
     /// Why a thread gave up (see [`Process::give_up`]); the process then exits non-zero.
     gave_up: std::sync::Mutex<Option<String>>,
+    /// How Python jobs run (`--python`), when they do.
+    pub python: Option<Arc<crate::python::PythonConfig>>,
 }
 
 impl Process {
@@ -307,6 +311,47 @@ fn readiness(process: &Arc<Process>) -> Readiness {
     r
 }
 
+/// The Python executor's settings, checked by starting one Python process (`None` without
+/// `--python`): a wrong interpreter, an environment without `rq` or a `--preload` module that
+/// does not import stops the worker at start instead of failing jobs.
+fn python_config(
+    config: &WorkerConfig,
+) -> Result<Option<Arc<crate::python::PythonConfig>>, RuntimeError> {
+    let Some(interpreter) = config.python.interpreter.clone() else {
+        return Ok(None);
+    };
+    if config.sentinel.sentinel.is_some() || sentinel::is_sentinel_url(&config.url) {
+        return Err(RuntimeError::Python(
+            "Python jobs with Redis Sentinel are not supported yet (job.connection would not \
+             follow a failover); give the master's redis:// URL"
+                .into(),
+        ));
+    }
+    let paths = if config.python_only.path.is_empty() {
+        vec![".".to_string()]
+    } else {
+        config.python_only.path.clone()
+    };
+    let cfg = crate::python::PythonConfig {
+        interpreter,
+        mode: config.python.python_mode,
+        max_jobs: config.python.python_max_jobs,
+        max_rss_mb: config.python.python_max_rss,
+        preload: config.python.preload.clone(),
+        paths,
+        redis_url: config.url.clone(),
+        serializer: config.serializer,
+        key_prefix: config.key_prefix.clone(),
+    };
+    let version = crate::python::probe(&cfg).map_err(RuntimeError::Python)?;
+    info!(
+        "Python jobs: {} (rq {version}), {:?} mode; functions not implemented natively run there",
+        cfg.interpreter.display(),
+        cfg.mode
+    );
+    Ok(Some(Arc::new(cfg)))
+}
+
 /// Run the worker until it is told to stop. Returns when every slot has deregistered.
 pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError> {
     if config.concurrency == 0 {
@@ -375,7 +420,9 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
         SerializerKind::Pickle => Serializer::Pickle,
         SerializerKind::Json => Serializer::Json,
     };
+    let python = python_config(&config)?;
     let process = Arc::new(Process {
+        python,
         keys,
         queues,
         layout,

@@ -18,6 +18,7 @@ use crate::config::DequeueStrategy;
 use crate::jobs::{Args, CancelReason, CancelToken, JobContext, JobError};
 use crate::ops::health::{Beacon, BeaconGuard};
 use crate::ops::metrics::{self, JobEnd};
+use crate::python::{PyJob, PyOutcome, PythonExecutor};
 use crate::rq::codec::{self, Payload};
 use crate::rq::job::JobRecord;
 use crate::rq::scripts::{
@@ -329,6 +330,10 @@ fn serve(process: &Arc<Process>, slot: &Arc<SlotShared>, con: &mut redis::Connec
         con,
         client_id,
         executor: Executor::new(&format!("job-{}", slot.info.name)),
+        python: process
+            .python
+            .as_ref()
+            .map(|cfg| PythonExecutor::new(cfg.clone(), &slot.info.name)),
         queues: slot.info.queues.clone(),
         idle_since: Instant::now(),
         suspended: false,
@@ -375,6 +380,8 @@ struct Serving<'a> {
     /// CLIENT ID of `con`, for CLIENT UNBLOCK while it blocks in BLMOVE.
     client_id: i64,
     executor: Executor,
+    /// The slot's Python process(es), with `--python`.
+    python: Option<PythonExecutor>,
     /// Queues in the order they are served now (rotated or shuffled by the dequeue strategy).
     queues: Vec<String>,
     idle_since: Instant,
@@ -756,6 +763,7 @@ fn run_job(
         con,
         client_id,
         executor,
+        python,
         queues: next_queues,
         ..
     } = serving;
@@ -796,7 +804,7 @@ fn run_job(
 
     let decided = match record {
         Err(e) => fail_text(&s.job_id, "ValueError", &format!("malformed job hash: {e}")),
-        Ok(record) => execute(process, slot, executor, &record, &origin),
+        Ok(record) => execute(process, slot, executor, python.as_mut(), &record, &origin),
     };
 
     let func_for_log = if process.config.disable_job_desc_logging {
@@ -1037,11 +1045,13 @@ fn fail_text(job_id: &str, exc_type: &str, message: &str) -> Decided {
     Decided::failed(failure::traceback(None, exc_type, message))
 }
 
-/// Decode, resolve and run the job on the job thread; decide its outcome.
+/// Decode, resolve and run the job on the job thread (or, with `--python`, in the slot's Python
+/// process); decide its outcome.
 fn execute(
     process: &Arc<Process>,
     slot: &Arc<SlotShared>,
     executor: &mut Executor,
+    python: Option<&mut PythonExecutor>,
     record: &JobRecord,
     origin: &str,
 ) -> Decided {
@@ -1052,7 +1062,23 @@ fn execute(
             "job hash has no 'data' field",
         );
     };
-    let payload: Payload = match codec::decode_payload(data, process.serializer) {
+    let decoded = codec::decode_payload(data, process.serializer);
+    // Functions implemented here run natively, from a payload the safe decoder read (no code
+    // runs to decode it). With --python every other job goes to Python, including one whose
+    // payload that decoder refuses (a pickled instance, a class it does not know): there it is
+    // unpickled by the job's own serializer, as `rq worker` does.
+    let native = matches!(&decoded, Ok(p) if p.instance == PyValue::None
+        && process.registry.get(&p.func_name).is_some());
+    if let Some(py) = python
+        && !native
+    {
+        let func = match &decoded {
+            Ok(p) => p.func_name.clone(),
+            Err(_) => func_from_description(&record.fields),
+        };
+        return run_python(process, slot, py, record, &func);
+    }
+    let payload: Payload = match decoded {
         Ok(p) => p,
         Err(e) => {
             return fail_text(
@@ -1156,6 +1182,67 @@ fn execute(
             &format!("rq-worker job handler panicked: {panic}"),
         )),
         Waited::Interrupted { reason } => interrupted(record, &func, reason, &slot.info.name),
+    }
+}
+
+/// How long past its timeout a Python job may take to report it (RQ's death penalty raises in the
+/// job's own code) before its process is killed.
+const PYTHON_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Run a job in the slot's Python process and decide its outcome.
+fn run_python(
+    process: &Arc<Process>,
+    slot: &Arc<SlotShared>,
+    py: &mut PythonExecutor,
+    record: &JobRecord,
+    func: &str,
+) -> Decided {
+    let deadline = record.timeout.and_then(|t| {
+        Instant::now().checked_add(Duration::from_secs(u64::try_from(t).unwrap_or(0)))
+    });
+    let shutdown = process.shutdown.clone();
+    let cancel = CancelToken::new();
+    let job = PyJob {
+        id: &record.id,
+        fields: &record.fields,
+    };
+    let outcome = py.run(
+        &job,
+        &WaitFor {
+            control: &slot.control_rx,
+            job_id: &record.id,
+            cancel: &cancel,
+            deadline,
+            grace: PYTHON_TIMEOUT_GRACE,
+            is_cold: &|| shutdown.phase() >= Phase::Cold,
+            beacon: slot.beacon(),
+        },
+    );
+    match outcome {
+        PyOutcome::Finished { value } => Decided {
+            outcome: Outcome::Finished,
+            return_value: value
+                .map(|v| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(v)
+                })
+                .unwrap_or_default(),
+            exc_string: String::new(),
+            exc_text: String::new(),
+            status_word: "finished",
+        },
+        PyOutcome::Failed { exc_string } => Decided::failed(exc_string),
+        PyOutcome::Died { text } => Decided::failed(text),
+        PyOutcome::Unavailable { text } => {
+            error!("job {}: {text}", record.id);
+            Decided::failed(failure::traceback(None, "RuntimeError", &text))
+        }
+        PyOutcome::Interrupted(reason) => {
+            if reason == CancelReason::StopJob {
+                py.stopped_callback(&job);
+            }
+            interrupted(record, func, reason, &slot.info.name)
+        }
     }
 }
 
