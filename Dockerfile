@@ -13,13 +13,8 @@ ARG RUNTIME_BASE=debian:bookworm-slim
 
 # ---- build: the stripped release binary at /out/rq-worker ------------------------------------
 FROM ${RUST_IMAGE} AS build
-# libssl-dev + pkg-config for openssl-sys (native-tls); gcc (in the rust image) for bundled SQLite.
-# Unpinned on purpose (DL3008): Debian keeps only the current version of a package in bookworm and
-# bookworm-security, so a pin breaks at its next security update; a rebuild takes the fixes.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libssl-dev pkg-config \
-    && rm -rf /var/lib/apt/lists/*
+# Nothing to install: TLS is rustls (no openssl-sys), and the C that ring and bundled SQLite compile
+# needs only the rust image's gcc.
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -33,14 +28,18 @@ RUN --mount=type=cache,id=rq-worker-cargo-registry,target=/usr/local/cargo/regis
     && strip -o /out/rq-worker target/release/rq-worker
 
 # ---- rootfs: the runtime's files, assembled on bookworm-slim -----------------------------------
-# Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader) with
-# their Debian copyright files and a list of the packages and versions they come from, the CA
-# bundle, a passwd/group with the fixed non-root user, /tmp (1777) and /app. No shell survives.
+# Only what the binary needs: its shared libraries (found with ldd, plus the dynamic loader: glibc's
+# libc, libm and libgcc_s; TLS is rustls, linked in, so no libssl/libcrypto) with their Debian
+# copyright files and a list of the packages and versions they come from, the CA bundle (the roots
+# rustls trusts, read through rustls-native-certs), a passwd/group with the fixed non-root user,
+# /tmp (1777) and /app. No shell survives.
 FROM ${RUNTIME_BASE} AS rootfs
-# Unpinned on purpose (DL3008, as above): a rebuild must take libssl3's security updates.
+# Unpinned on purpose (DL3008): Debian keeps only the current version of a package in bookworm and
+# bookworm-security, so a pin breaks at its next security update; a rebuild must take the CA
+# bundle's updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/rq-worker /rootfs/usr/local/bin/rq-worker
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -57,10 +56,8 @@ RUN set -eux; \
         install -D -m 644 "$doc" "/rootfs/usr/share/doc/$pkg/copyright"; \
         dpkg-query -W -f '${Package} ${Version}\n' "$pkg" >> /rootfs/usr/share/doc/packages.txt; \
     done; \
-    mkdir -p /rootfs/etc/ssl/certs /rootfs/usr/lib/ssl /rootfs/tmp /rootfs/app; \
+    mkdir -p /rootfs/etc/ssl/certs /rootfs/tmp /rootfs/app; \
     cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/; \
-    ln -s /etc/ssl/certs /rootfs/usr/lib/ssl/certs; \
-    ln -s /etc/ssl/certs/ca-certificates.crt /rootfs/usr/lib/ssl/cert.pem; \
     printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nrqworker:x:10001:10001:rq-worker:/app:/usr/sbin/nologin\n' \
         > /rootfs/etc/passwd; \
     printf 'root:x:0:\nrqworker:x:10001:\n' > /rootfs/etc/group; \

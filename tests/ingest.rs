@@ -6,7 +6,7 @@
 mod ingest_support;
 
 use ingest_support::*;
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 use serde_json::json;
 
 fn pages(n: usize, words_per_page: usize, seed: u64) -> Vec<String> {
@@ -224,10 +224,11 @@ fn many_pages_are_written_in_bounded_statements() {
     let reg = w.registry();
     let hooks = Recorder::default();
     let n = 2 * rq_worker::jobs::ingest::db::ROWS_PER_STATEMENT + 3;
+    let (n32, n64) = (i32::try_from(n).unwrap(), i64::try_from(n).unwrap());
     let (doc, path) = w.upload("long.pdf", &make_pdf(&pages(n, 4, 11)));
     let out = call(&reg, &hooks, EXTRACT, vec![], w.extract_args(&doc, &path)).unwrap();
-    assert_eq!(get(&out, "pages_total"), &PyValue::Int(n as i64));
-    assert_eq!(w.count("document_pages", &doc), n as i64);
+    assert_eq!(get(&out, "pages_total"), &PyValue::Int(n64));
+    assert_eq!(w.count("document_pages", &doc), n64);
     let row = w
         .db()
         .query_one(
@@ -237,12 +238,12 @@ fn many_pages_are_written_in_bounded_statements() {
         )
         .unwrap();
     let (lo, hi, distinct): (i32, i32, i64) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!((lo, hi, distinct), (1, n as i32, n as i64));
+    assert_eq!((lo, hi, distinct), (1, n32, n64));
     let last: String = w
         .db()
         .query_one(
             "SELECT content FROM document_pages WHERE document_id = $1::text::uuid AND page_number = $2",
-            &[&doc, &(n as i32)],
+            &[&doc, &n32],
         )
         .unwrap()
         .get(0);

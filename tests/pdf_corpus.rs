@@ -89,7 +89,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            usize::try_from(self.next() % n as u64).unwrap()
         }
     }
 }
@@ -131,7 +131,7 @@ fn mutate(rng: &mut Rng, src: &[u8], kind: usize) -> Vec<u8> {
                 for _ in 0..1 + rng.below(16) {
                     let i = s + rng.below(256);
                     if i < b.len() {
-                        b[i] = rng.next() as u8;
+                        b[i] = rng.next().to_le_bytes()[0];
                     }
                 }
             }

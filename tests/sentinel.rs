@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{bin, enqueue, exc_last_line, free_port, latest_result, status, wait_for};
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 const MASTER: &str = "mymaster";
 

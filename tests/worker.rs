@@ -15,7 +15,7 @@ use common::{
 use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
 use rq_worker::rq::keys::Keys;
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 /// Enqueue `rq_worker.diag.add(a, b)` on `queue`.
 fn add(con: &mut redis::Connection, queue: &str, a: i64, b: i64) -> String {
@@ -734,7 +734,7 @@ fn a_slot_panic_between_jobs_puts_the_next_job_back_and_the_slot_carries_on() {
         assert_eq!(status(&mut con, id).as_deref(), Some("finished"), "job {i}");
         let rv = latest_result(&mut con, id);
         let v = return_value(&rv);
-        assert_eq!(v, PyValue::Int(i as i64 + 1));
+        assert_eq!(v, PyValue::count(i + 1));
         let entries: i64 = con.xlen(format!("rq:results:{id}")).unwrap();
         assert_eq!(entries, 1, "job {i} ran once");
     }

@@ -133,6 +133,7 @@ impl EmbeddingsClient {
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(config.timeout.min(Duration::from_secs(10))))
             .user_agent(concat!("rq-worker/", env!("CARGO_PKG_VERSION")))
+            .tls_config(super::tls::ureq_tls())
             .build()
             .into();
         let url = format!("{}/embeddings", config.base_url.trim_end_matches('/'));

@@ -1,8 +1,9 @@
 //! PostgreSQL connection pool for the ingestion jobs (`postgres` + `r2d2`).
 //!
 //! Takes `DATABASE_URL` as the platform writes it (SQLAlchemy's `postgresql+psycopg2://` included),
-//! uses TLS through native-tls when the URL asks for it (`sslmode=require` encrypts without checking
-//! the certificate, as libpq does; `verify-ca`/`verify-full` check it), sets `statement_timeout` on
+//! uses TLS (rustls, [`super::tls`]) when the URL asks for it (`sslmode=prefer`/`require` encrypt
+//! without checking the certificate, as libpq does; `verify-ca`/`verify-full` check it against the
+//! system's CA bundle, host name included), sets `statement_timeout` on
 //! every new connection, and provides [`PgVector`] for pgvector's binary `vector` format.
 
 use std::error::Error as StdError;
@@ -11,19 +12,19 @@ use std::time::Duration;
 use ::postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use ::postgres::{Client, Config};
 use bytes::{BufMut, BytesMut};
-use postgres_native_tls::MakeTlsConnector;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::tls::{self, Verify};
 
 /// A pooled connection.
-pub type PgConn = r2d2::PooledConnection<PostgresConnectionManager<MakeTlsConnector>>;
+pub type PgConn = r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>;
 
 /// Why the database could not be reached or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("invalid DATABASE_URL: {0}")]
     BadUrl(String),
-    #[error("TLS setup failed")]
-    Tls(#[source] native_tls::Error),
     /// No connection within the pool's timeout; the driver's reason is part of the message.
     #[error("database unavailable: {0}")]
     Pool(r2d2::Error),
@@ -32,7 +33,7 @@ pub enum PgError {
 /// A pool sized to the worker's concurrency, shared by all job threads.
 #[derive(Clone)]
 pub struct PgPool {
-    pool: r2d2::Pool<PostgresConnectionManager<MakeTlsConnector>>,
+    pool: r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>,
 }
 
 impl std::fmt::Debug for PgPool {
@@ -57,13 +58,15 @@ impl r2d2::CustomizeConnection<Client, ::postgres::Error> for SessionSetup {
     }
 }
 
-fn tls_connector(verify: bool) -> Result<MakeTlsConnector, PgError> {
-    let mut tls = native_tls::TlsConnector::builder();
-    if !verify {
-        tls.danger_accept_invalid_certs(true)
-            .danger_accept_invalid_hostnames(true);
-    }
-    Ok(MakeTlsConnector::new(tls.build().map_err(PgError::Tls)?))
+/// TLS for `sslmode` (used only when the mode asks the server for it). The connector provides
+/// `tls-server-end-point` channel binding, as postgres-native-tls did, so SCRAM-SHA-256-PLUS
+/// stays available.
+fn tls_connector(verify: bool) -> MakeRustlsConnect {
+    MakeRustlsConnect::new(tls::client_config(if verify {
+        Verify::Full
+    } else {
+        Verify::EncryptOnly
+    }))
 }
 
 /// Readiness: open a fresh connection (not one of the jobs' pooled ones, which may all be busy)
@@ -71,9 +74,8 @@ fn tls_connector(verify: bool) -> Result<MakeTlsConnector, PgError> {
 pub fn ping(url: &str, timeout: Duration) -> Result<(), String> {
     let (mut config, verify) = parse_url(url).map_err(|e| e.to_string())?;
     config.connect_timeout(timeout);
-    let tls = tls_connector(verify).map_err(|e| e.to_string())?;
     let mut client = config
-        .connect(tls)
+        .connect(tls_connector(verify))
         .map_err(|e| format!("unreachable ({})", describe(&e)))?;
     client
         .simple_query("SELECT 1")
@@ -85,15 +87,15 @@ impl PgPool {
     /// Build the pool; no connection is opened until the first [`PgPool::get`].
     pub fn new(url: &str, max_size: u32, statement_timeout: Duration) -> Result<Self, PgError> {
         let (config, verify) = parse_url(url)?;
-        let tls = tls_connector(verify)?;
-        let manager = PostgresConnectionManager::new(config, tls);
+        let manager = PostgresConnectionManager::new(config, tls_connector(verify));
         let pool = r2d2::Pool::builder()
             .max_size(max_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(10))
             .test_on_check_out(true)
             .connection_customizer(Box::new(SessionSetup {
-                statement_timeout_ms: statement_timeout.as_millis() as u64,
+                statement_timeout_ms: u64::try_from(statement_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
             }))
             .build_unchecked(manager);
         Ok(PgPool { pool })

@@ -93,6 +93,7 @@ impl SupabaseStorage {
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
             .user_agent(concat!("rq-worker/", env!("CARGO_PKG_VERSION")))
+            .tls_config(super::tls::ureq_tls())
             .build()
             .into();
         SupabaseStorage {
@@ -278,7 +279,7 @@ impl LocalStorage {
                 limit: max_bytes,
             });
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         file.take(max_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(io)?;

@@ -5,7 +5,7 @@
 //! is left over. Every problem names the argument, so `exc_info` says what the enqueuer got wrong.
 
 use crate::jobs::JobError;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// The arguments of one call, consumed parameter by parameter.
 #[derive(Debug, Clone)]

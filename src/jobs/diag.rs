@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::jobs::{Args, JobContext, JobError, Registry};
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// Register every `rq_worker.diag.*` function.
 pub fn register(registry: &mut Registry) {

@@ -8,7 +8,7 @@ use crate::adapters::postgres::PgPool;
 use crate::adapters::sqlite;
 use crate::config::IngestConfig;
 use crate::jobs::{Args, JobContext, JobError};
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// The job handler.
 pub fn cleanup_stale_reservations(
@@ -27,7 +27,7 @@ pub fn cleanup_stale_reservations(
         }
         None => cleanup_postgres(config, ttl)?,
     };
-    Ok(PyValue::Int(rows as i64))
+    Ok(PyValue::from_u64(rows))
 }
 
 fn cleanup_postgres(config: &IngestConfig, ttl: i64) -> Result<u64, JobError> {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 pub use args::{Args, FromPy};
 
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// Why a job failed. `Display` is the message a Python user reads on the last line of `exc_info`;
 /// [`JobError::python_type`] is the exception type printed before it.

@@ -5,6 +5,7 @@
 //! Every read is bounds-checked; malformed data yields `None`.
 
 use super::tables::CFF_STANDARD_STRINGS;
+use crate::num::f64_to_usize;
 
 struct Index<'a> {
     /// Item byte ranges within `data`.
@@ -149,12 +150,12 @@ pub fn builtin_encoding(d: &[u8]) -> Option<Vec<Option<String>>> {
     if get(1230).is_some() {
         return None; // ROS: CID-keyed
     }
-    let enc_off = get(16).unwrap_or(0.0) as usize;
+    let enc_off = f64_to_usize(get(16).unwrap_or(0.0));
     if enc_off <= 1 {
         return None; // Standard or Expert encoding
     }
-    let charset_off = get(15).unwrap_or(0.0) as usize;
-    let cs_off = get(17)? as usize;
+    let charset_off = f64_to_usize(get(15).unwrap_or(0.0));
+    let cs_off = f64_to_usize(get(17)?);
     let n_glyphs = read_index(d, cs_off)?.items.len();
     let sid_name = |sid: usize| -> Option<String> {
         if sid < CFF_STANDARD_STRINGS.len() {

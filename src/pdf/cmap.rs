@@ -58,6 +58,12 @@ fn key(len: u8, code: u32) -> u64 {
     ((len as u64) << 32) | code as u64
 }
 
+/// A CID operand: negative ones are 0, ones past `u32::MAX` saturate (both invalid; the glyph
+/// then maps to nothing rather than to a wrapped number).
+fn cid_of(cid: i64) -> u32 {
+    u32::try_from(cid.max(0)).unwrap_or(u32::MAX)
+}
+
 fn code_of(bytes: &[u8]) -> Option<(u8, u32)> {
     if bytes.is_empty() || bytes.len() > 4 {
         return None;
@@ -66,7 +72,7 @@ fn code_of(bytes: &[u8]) -> Option<(u8, u32)> {
     for b in bytes {
         c = (c << 8) | *b as u32;
     }
-    Some((bytes.len() as u8, c))
+    Some((u8::try_from(bytes.len()).ok()?, c))
 }
 
 /// Decode a ToUnicode destination (UTF-16BE; a lone byte is taken as a Latin-1 character).
@@ -132,7 +138,7 @@ fn tokenize(data: &[u8]) -> Vec<Tok> {
                     .map(|p| {
                         let h = (p[0] as char).to_digit(16).unwrap_or(0);
                         let l = (p[1] as char).to_digit(16).unwrap_or(0);
-                        (h * 16 + l) as u8
+                        u8::try_from(h * 16 + l).unwrap_or(0)
                     })
                     .collect();
                 toks.push(Tok::Hex(bytes));
@@ -160,7 +166,9 @@ fn tokenize(data: &[u8]) -> Vec<Tok> {
                                     i += 1;
                                     k += 1;
                                 }
-                                s.push(v as u8);
+                                // A value past \377 keeps its low byte (PDF 7.3.4.2: high-order
+                                // overflow is ignored).
+                                s.push(v.to_le_bytes()[0]);
                                 continue;
                             }
                             _ => s.push(e),
@@ -273,7 +281,7 @@ impl CMap {
                                             l[..lo.len()].copy_from_slice(lo);
                                             h[..hi.len()].copy_from_slice(hi);
                                             cm.codespaces.push(Codespace {
-                                                len: lo.len() as u8,
+                                                len: u8::try_from(lo.len()).unwrap_or(4),
                                                 lo: l,
                                                 hi: h,
                                             });
@@ -368,7 +376,7 @@ impl CMap {
                                 match (&toks[i], &toks[i + 1]) {
                                     (Tok::Hex(src), Tok::Num(cid)) => {
                                         if let Some((len, code)) = code_of(src) {
-                                            cm.cids.insert(key(len, code), (*cid).max(0) as u32);
+                                            cm.cids.insert(key(len, code), cid_of(*cid));
                                             entries += 1;
                                         }
                                         i += 2;
@@ -389,7 +397,7 @@ impl CMap {
                                                 len,
                                                 lo,
                                                 hi,
-                                                dst: RangeDst::Cid((*cid).max(0) as u32),
+                                                dst: RangeDst::Cid(cid_of(*cid)),
                                             });
                                             entries += 1;
                                         }
@@ -441,7 +449,9 @@ impl CMap {
             RangeDst::Incr(units) => {
                 let mut u = units.clone();
                 let last = u.last_mut()?;
-                *last = last.wrapping_add(off as u16);
+                // The offset goes into the last UTF-16 unit, wrapping there, as other readers do.
+                let [o0, o1, _, _] = off.to_le_bytes();
+                *last = last.wrapping_add(u16::from_le_bytes([o0, o1]));
                 Some(
                     char::decode_utf16(u.iter().copied())
                         .map(|r| r.unwrap_or('\u{FFFD}'))

@@ -460,11 +460,12 @@ impl<'d, 'b, 'o> Interpreter<'d, 'b, 'o> {
             .unwrap_or(false);
         for a in annots.iter().take(2000) {
             let Some(ad) = dict_of(doc, a) else { continue };
-            let flags = ad
-                .get(b"F")
-                .ok()
-                .and_then(|o| super::util::num_of(doc, o))
-                .unwrap_or(0.0) as i64;
+            let flags = crate::num::f32_to_i64(
+                ad.get(b"F")
+                    .ok()
+                    .and_then(|o| super::util::num_of(doc, o))
+                    .unwrap_or(0.0),
+            );
             let subtype = ad
                 .get(b"Subtype")
                 .ok()

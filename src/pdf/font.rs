@@ -12,6 +12,7 @@ use super::cmap::{CMap, utf16_to_string};
 use super::encoding::{BaseEncoding, glyph_to_unicode, numeric_name_code};
 use super::tables;
 use super::util::{Budget, deref, dict_of, name_of, num_of, stream_bytes};
+use crate::num::{f32_to_i64, f32_to_u32};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -70,10 +71,10 @@ pub struct Font {
 impl Font {
     /// A font to use when a `Tf` names nothing usable: Latin-1-ish text, 0.5 em widths.
     pub fn fallback() -> Font {
-        let simple = (0..256u32)
+        let simple = (0..=u8::MAX)
             .map(|c| {
                 BaseEncoding::WinAnsi
-                    .char_for(c as u8)
+                    .char_for(c)
                     .map(|c| c.to_string())
                     .unwrap_or_default()
             })
@@ -216,19 +217,20 @@ impl Font {
                     let Some(first) = num_of(doc, &w[i]) else {
                         break;
                     };
-                    let first = first.max(0.0) as u32;
+                    let first = f32_to_u32(first);
                     match w.get(i + 1).map(|o| deref(doc, o)) {
                         Some(Object::Array(list)) => {
                             for (k, v) in list.iter().enumerate() {
                                 if let Some(v) = num_of(doc, v) {
-                                    let c = first.saturating_add(k as u32);
+                                    let c =
+                                        first.saturating_add(u32::try_from(k).unwrap_or(u32::MAX));
                                     cid_widths.push((c, c, v / 1000.0));
                                 }
                             }
                             i += 2;
                         }
                         Some(o) => {
-                            let last = num_of(doc, o).unwrap_or(first as f32).max(0.0) as u32;
+                            let last = f32_to_u32(num_of(doc, o).unwrap_or(first as f32));
                             let v = w
                                 .get(i + 2)
                                 .and_then(|x| num_of(doc, x))
@@ -374,18 +376,20 @@ impl Font {
                         CodeMap::Embedded(cm) => cm.next_code(rest, 2),
                     };
                     let n = n.max(1);
+                    // At most 4 (a codespace's length), so this never saturates.
+                    let code_len = u8::try_from(n).unwrap_or(u8::MAX);
                     let raw = &rest[..n.min(rest.len())];
                     i += n;
                     let cid = match &self.code_map {
                         CodeMap::Identity => code,
-                        CodeMap::Embedded(cm) => cm.lookup_cid(n as u8, code).unwrap_or(code),
+                        CodeMap::Embedded(cm) => cm.lookup_cid(code_len, code).unwrap_or(code),
                         _ => code,
                     };
                     buf.clear();
                     if let Some(s) = self
                         .to_unicode
                         .as_ref()
-                        .and_then(|t| t.lookup_unicode(n as u8, code))
+                        .and_then(|t| t.lookup_unicode(code_len, code))
                     {
                         buf.push_str(&s);
                     } else {
@@ -540,10 +544,12 @@ impl SimpleEncoding {
         type3: bool,
         budget: &mut Budget,
     ) -> SimpleEncoding {
-        let flags = descriptor
-            .and_then(|d| d.get(b"Flags").ok())
-            .and_then(|o| num_of(doc, o))
-            .unwrap_or(0.0) as i64;
+        let flags = f32_to_i64(
+            descriptor
+                .and_then(|d| d.get(b"Flags").ok())
+                .and_then(|o| num_of(doc, o))
+                .unwrap_or(0.0),
+        );
         let symbolic = flags & 4 != 0 && flags & 32 == 0;
         let subtype = dict
             .get(b"Subtype")
@@ -610,7 +616,10 @@ impl SimpleEncoding {
                 } else {
                     self.base
                 };
-                text = fallback.char_for(code as u8).map(String::from);
+                text = u8::try_from(code)
+                    .ok()
+                    .and_then(|c| fallback.char_for(c))
+                    .map(String::from);
             }
             simple[code] = text.unwrap_or_default();
         }
@@ -663,12 +672,14 @@ fn apply_differences(doc: &Document, arr: &[Object], names: &mut [Option<String>
     for item in arr {
         match deref(doc, item) {
             Object::Integer(i) => code = *i,
-            Object::Real(r) => code = *r as i64,
+            Object::Real(r) => code = f32_to_i64(*r),
             Object::Name(n) => {
-                if (0..256).contains(&code) {
-                    names[code as usize] = Some(String::from_utf8_lossy(n).into_owned());
+                if (0..256).contains(&code)
+                    && let Ok(c) = usize::try_from(code)
+                {
+                    names[c] = Some(String::from_utf8_lossy(n).into_owned());
                 }
-                code += 1;
+                code = code.saturating_add(1);
             }
             _ => {}
         }
@@ -718,18 +729,19 @@ fn simple_widths(
     missing: f32,
 ) -> Vec<f32> {
     let mut widths = vec![f32::NAN; 256];
-    let first = dict
-        .get(b"FirstChar")
-        .ok()
-        .and_then(|o| num_of(doc, o))
-        .unwrap_or(0.0) as i64;
+    let first = f32_to_i64(
+        dict.get(b"FirstChar")
+            .ok()
+            .and_then(|o| num_of(doc, o))
+            .unwrap_or(0.0),
+    );
     if let Some(Object::Array(ws)) = dict.get(b"Widths").ok().map(|o| deref(doc, o)) {
         for (i, w) in ws.iter().enumerate() {
-            let code = first + i as i64;
+            let code = first.saturating_add(i64::try_from(i).unwrap_or(i64::MAX));
             if (0..256).contains(&code)
                 && let Some(v) = num_of(doc, w)
             {
-                widths[code as usize] = v * scale;
+                widths[usize::try_from(code).unwrap_or(0)] = v * scale;
             }
         }
     }

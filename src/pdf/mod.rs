@@ -313,7 +313,7 @@ pub fn page_count(bytes: &[u8]) -> Result<u32, PdfError> {
         Ok(m) if m.page_count > 0 => Ok(m.page_count),
         _ => {
             let doc = load(bytes, &ExtractOptions::default())?;
-            Ok(doc.get_pages().len() as u32)
+            Ok(u32::try_from(doc.get_pages().len()).unwrap_or(u32::MAX))
         }
     })
 }
@@ -366,7 +366,7 @@ fn extract_inner(bytes: &[u8], opts: &ExtractOptions) -> Result<Document, PdfErr
     }
     let producer = info_string(&doc, b"Producer").filter(|s| !s.is_empty());
     let pages = doc.get_pages();
-    let page_count = pages.len() as u32;
+    let page_count = u32::try_from(pages.len()).unwrap_or(u32::MAX);
     let (first, last) = match opts.pages {
         Some((a, b)) => {
             if a == 0 || a > page_count {
@@ -428,9 +428,11 @@ fn page_text(
     }
     budget.check_bytes()?;
     // Rotation: start from a CTM that turns the page upright, so lines read left to right.
-    let rotate = inherited(doc, page, b"Rotate")
-        .and_then(|r| num_of(doc, r))
-        .unwrap_or(0.0) as i64;
+    let rotate = crate::num::f32_to_i64(
+        inherited(doc, page, b"Rotate")
+            .and_then(|r| num_of(doc, r))
+            .unwrap_or(0.0),
+    );
     let ctm = match rotate.rem_euclid(360) {
         90 => [0.0, -1.0, 1.0, 0.0, 0.0, 0.0],
         180 => [-1.0, 0.0, 0.0, -1.0, 0.0, 0.0],

@@ -12,7 +12,7 @@ use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 
 use crate::rq::pickle::{self, PickleError};
-use crate::rq::value::{JsonError, PyValue};
+use crate::value::{JsonError, PyValue};
 
 /// Largest decompressed job payload accepted.
 pub const MAX_PAYLOAD_BYTES: usize = 64 << 20;
@@ -90,6 +90,12 @@ impl Payload {
 }
 
 /// Why a payload or value could not be decoded or encoded.
+///
+/// Only what went wrong: the Python exception type and the traceback-shaped `exc_info` around this
+/// message are chosen by `runtime/failure.rs` (the one place failure text is built;
+/// `rq.exceptions.DeserializationError` for a payload that cannot be decoded), which the wire
+/// module must not depend on. Nothing here reads a stored `exc_info` either, so the codec has no
+/// text builder of its own.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CodecError {
     #[error("payload larger than {MAX_PAYLOAD_BYTES} bytes after decompression")]
@@ -102,22 +108,6 @@ pub enum CodecError {
     NotJsonSerializable(#[from] JsonError),
     #[error("bad job payload: {0}")]
     Shape(String),
-}
-
-impl CodecError {
-    /// The Python exception class RQ would show for this error (`DeserializationError` for
-    /// undecodable job data, `TypeError` for values JSON cannot carry).
-    pub fn python_exception(&self) -> &'static str {
-        match self {
-            CodecError::NotJsonSerializable(_) => "TypeError",
-            _ => "DeserializationError",
-        }
-    }
-
-    /// The last line of a Python traceback for this error, e.g. `DeserializationError: ...`.
-    pub fn exc_line(&self) -> String {
-        format!("{}: {}", self.python_exception(), self)
-    }
 }
 
 /// zlib-compress (default level), as RQ does for `data` and the legacy `exc_info` field.
@@ -296,7 +286,7 @@ pub fn decode_return_value(field: &str, ser: Serializer) -> Result<PyValue, Code
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::rq::value::PyDateTime;
+    use crate::value::PyDateTime;
 
     fn sample(name: &str) -> Vec<u8> {
         let text = match name {
@@ -518,11 +508,6 @@ pub(crate) mod tests {
             })
         );
         assert!(err.to_string().contains("jobs.Calc"), "{err}");
-        assert!(
-            err.exc_line().starts_with("DeserializationError: "),
-            "{}",
-            err.exc_line()
-        );
     }
 
     #[test]
@@ -692,9 +677,6 @@ pub(crate) mod tests {
             e.to_string(),
             "Object of type date is not JSON serializable"
         );
-        assert_eq!(
-            e.exc_line(),
-            "TypeError: Object of type date is not JSON serializable"
-        );
+        assert!(matches!(e, CodecError::NotJsonSerializable(_)), "{e:?}");
     }
 }

@@ -8,7 +8,7 @@ use crate::rq::codec::{self, Payload, Serializer};
 use crate::rq::job::{JobStatus, NewJob};
 use crate::rq::keys::Keys;
 use crate::rq::time::Timestamp;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// RQ's `Queue.DEFAULT_TIMEOUT`.
 pub const DEFAULT_TIMEOUT: i64 = 180;

@@ -13,5 +13,9 @@ pub mod pickle;
 pub mod pubsub;
 pub mod scripts;
 pub mod time;
-pub mod value;
 pub mod worker;
+
+/// [`PyValue`](crate::value::PyValue) lives in [`crate::value`] (jobs use it without the wire
+/// module); this path is kept so code written against `rq::value` still builds. New code imports
+/// `crate::value`.
+pub use crate::value;

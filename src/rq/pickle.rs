@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use num_bigint::BigInt;
 
-use crate::rq::value::{PyDateTime, PyValue};
+use crate::value::{PyDateTime, PyValue};
 
 /// Deepest container nesting accepted (Python's own recursion limit is about 1000).
 pub const MAX_DEPTH: usize = 200;
@@ -914,13 +914,10 @@ impl<'a> Unpickler<'a> {
                         days,
                         seconds,
                         microseconds: 0,
-                    } => {
-                        let total = days * 86_400 + seconds;
-                        if total.abs() >= 86_400 {
-                            return Err(bad("offset must be strictly within a day"));
-                        }
-                        Ok(Node::Tz(total as i32))
-                    }
+                    } => match i32::try_from(days * 86_400 + seconds) {
+                        Ok(total) if total.abs() < 86_400 => Ok(Node::Tz(total)),
+                        _ => Err(bad("offset must be strictly within a day")),
+                    },
                     PyValue::TimeDelta { .. } => {
                         Err(bad("sub-second UTC offsets are not supported"))
                     }
@@ -1282,25 +1279,29 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 }
 
 fn check_date(y: i64, m: i64, d: i64) -> Result<(i32, u32, u32)> {
+    let (Ok(y), Ok(m)) = (i32::try_from(y), u32::try_from(m)) else {
+        return invalid("date out of range");
+    };
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) {
         return invalid("date out of range");
     }
-    let (y, m) = (y as i32, m as u32);
-    if d < 1 || d > i64::from(days_in_month(y, m)) {
-        return invalid("day is out of range for month");
+    match u32::try_from(d) {
+        Ok(d) if (1..=days_in_month(y, m)).contains(&d) => Ok((y, m, d)),
+        _ => invalid("day is out of range for month"),
     }
-    Ok((y, m, d as u32))
 }
 
 fn check_time(h: i64, mi: i64, s: i64, us: i64) -> Result<(u32, u32, u32, u32)> {
-    if !(0..24).contains(&h)
-        || !(0..60).contains(&mi)
-        || !(0..60).contains(&s)
-        || !(0..1_000_000).contains(&us)
-    {
-        return invalid("time out of range");
+    let in_range = |v: i64, end: u32| u32::try_from(v).ok().filter(|v| *v < end);
+    match (
+        in_range(h, 24),
+        in_range(mi, 60),
+        in_range(s, 60),
+        in_range(us, 1_000_000),
+    ) {
+        (Some(h), Some(mi), Some(s), Some(us)) => Ok((h, mi, s, us)),
+        _ => invalid("time out of range"),
     }
-    Ok((h as u32, mi as u32, s as u32, us as u32))
 }
 
 /// datetime/date/time from their packed pickle state (`__reduce__` form).
@@ -1391,9 +1392,9 @@ pub(crate) fn normalize_timedelta(days: i64, seconds: i64, micros: i64) -> Optio
         return None;
     }
     Some(PyValue::TimeDelta {
-        days: d as i64,
-        seconds: (rem / 1_000_000) as i64,
-        microseconds: (rem % 1_000_000) as i64,
+        days: i64::try_from(d).ok()?,
+        seconds: i64::try_from(rem / 1_000_000).ok()?,
+        microseconds: i64::try_from(rem % 1_000_000).ok()?,
     })
 }
 
@@ -1407,6 +1408,20 @@ pub fn dumps(value: &PyValue) -> Vec<u8> {
     write_value(&mut out, value);
     out.push(b'.');
     out
+}
+
+/// A datetime's year as the two big-endian bytes of its packed state (years outside 0..=65535,
+/// which no valid datetime has, are clamped; Python then refuses the value, as it would).
+fn year_bytes(year: i32) -> [u8; 2] {
+    u16::try_from(year.clamp(0, 0xffff))
+        .unwrap_or_default()
+        .to_be_bytes()
+}
+
+/// A month, day, hour, minute or second as one byte of a packed state; an out-of-range field
+/// (only a hand-built `PyValue` can have one) saturates, and Python refuses the value.
+fn field_byte(v: u32) -> u8 {
+    u8::try_from(v).unwrap_or(u8::MAX)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -1459,8 +1474,11 @@ fn write_long(out: &mut Vec<u8>, n: &BigInt) {
         out.push(0x8a);
         out.push(len);
     } else {
+        // LONG4's length is an i32: past it (a 2 GiB int, which no job makes) the length
+        // saturates and Python refuses the pickle rather than reading a wrong number.
         out.push(0x8b);
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        let len = i32::try_from(b.len()).unwrap_or(i32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(&b);
 }
@@ -1562,19 +1580,19 @@ fn write_value(out: &mut Vec<u8>, v: &PyValue) {
         }
         PyValue::DateTime(dt) => {
             write_global(out, "datetime", "datetime");
-            let y = dt.year.clamp(0, 0xffff) as u16;
-            let us = dt.microsecond;
+            let [y_hi, y_lo] = year_bytes(dt.year);
+            let [_, us_hi, us_mid, us_lo] = dt.microsecond.to_be_bytes();
             let state = [
-                (y >> 8) as u8,
-                y as u8,
-                dt.month as u8,
-                dt.day as u8,
-                dt.hour as u8,
-                dt.minute as u8,
-                dt.second as u8,
-                (us >> 16) as u8,
-                (us >> 8) as u8,
-                us as u8,
+                y_hi,
+                y_lo,
+                field_byte(dt.month),
+                field_byte(dt.day),
+                field_byte(dt.hour),
+                field_byte(dt.minute),
+                field_byte(dt.second),
+                us_hi,
+                us_mid,
+                us_lo,
             ];
             write_bytes(out, &state);
             match dt.utc_offset_seconds {
@@ -1594,8 +1612,8 @@ fn write_value(out: &mut Vec<u8>, v: &PyValue) {
         }
         PyValue::Date { year, month, day } => {
             write_global(out, "datetime", "date");
-            let y = (*year).clamp(0, 0xffff) as u16;
-            write_bytes(out, &[(y >> 8) as u8, y as u8, *month as u8, *day as u8]);
+            let [y_hi, y_lo] = year_bytes(*year);
+            write_bytes(out, &[y_hi, y_lo, field_byte(*month), field_byte(*day)]);
             out.extend_from_slice(&[0x85, b'R']);
         }
         PyValue::Time {
@@ -1605,16 +1623,16 @@ fn write_value(out: &mut Vec<u8>, v: &PyValue) {
             microsecond,
         } => {
             write_global(out, "datetime", "time");
-            let us = *microsecond;
+            let [_, us_hi, us_mid, us_lo] = microsecond.to_be_bytes();
             write_bytes(
                 out,
                 &[
-                    *hour as u8,
-                    *minute as u8,
-                    *second as u8,
-                    (us >> 16) as u8,
-                    (us >> 8) as u8,
-                    us as u8,
+                    field_byte(*hour),
+                    field_byte(*minute),
+                    field_byte(*second),
+                    us_hi,
+                    us_mid,
+                    us_lo,
                 ],
             );
             out.extend_from_slice(&[0x85, b'R']);
@@ -1731,6 +1749,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the generator slices bytes and indexes out of random words on purpose"
+    )]
     fn random_inputs_never_panic() {
         // Deterministic xorshift; bytes biased towards real opcodes.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -2064,6 +2086,10 @@ pub(crate) mod python_tests {
     /// Truncated and mutated CPython pickles of every expression (protocols 2 and 5): any
     /// result is fine, a panic is not.
     #[test]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the generator slices bytes and indexes out of random words on purpose"
+    )]
     fn mutated_cpython_pickles_never_panic() {
         let script = format!(
             "{PRELUDE}for line in sys.stdin:\n    for p in (2, 5):\n        print(binascii.hexlify(pickle.dumps(eval(line), protocol=p)).decode())\n"

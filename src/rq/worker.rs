@@ -37,6 +37,11 @@ pub enum BirthError {
 }
 
 /// The address Redis sees for this connection (`CLIENT SETNAME` + `CLIENT INFO`), as RQ records it.
+/// A TTL in seconds as EXPIRE takes it (a configured value; past `i64::MAX` it saturates).
+fn expire_secs(ttl: u64) -> i64 {
+    i64::try_from(ttl).unwrap_or(i64::MAX)
+}
+
 pub fn client_address(con: &mut redis::Connection, name: &str) -> String {
     let _: redis::RedisResult<()> = redis::cmd("CLIENT").arg("SETNAME").arg(name).query(con);
     let info: redis::RedisResult<String> = redis::cmd("CLIENT").arg("INFO").query(con);
@@ -91,7 +96,8 @@ pub fn birth(
     for q in &info.queues {
         p.sadd(keys.queue_workers(q), &key);
     }
-    p.expire(&key, ttl as i64).hset(&key, "state", "started");
+    p.expire(&key, expire_secs(ttl))
+        .hset(&key, "state", "started");
     p.query::<()>(con).map_err(redis_err)
 }
 
@@ -113,7 +119,7 @@ pub fn reregister(
     for q in &info.queues {
         p.sadd(keys.queue_workers(q), &key);
     }
-    p.expire(&key, ttl as i64).query(con)
+    p.expire(&key, expire_secs(ttl)).query(con)
 }
 
 /// Idle heartbeat. Returns true when the hash had vanished (the caller re-registers).
@@ -127,7 +133,7 @@ pub fn heartbeat_idle(
     let (created, _): (i64, i64) = redis::pipe()
         .atomic()
         .hset(&key, "last_heartbeat", Timestamp::now().iso())
-        .expire(&key, ttl as i64)
+        .expire(&key, expire_secs(ttl))
         .query(con)?;
     Ok(created == 1)
 }
@@ -145,7 +151,7 @@ pub fn set_state(
         .atomic()
         .hset(&key, "state", state)
         .hset(&key, "last_heartbeat", Timestamp::now().iso())
-        .expire(&key, ttl as i64)
+        .expire(&key, expire_secs(ttl))
         .query(con)
 }
 

@@ -14,7 +14,7 @@ use log::warn;
 
 use crate::jobs::{CancelReason, CancelToken, JobError};
 use crate::ops::health::Beacon;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// What a handler produced: its return value, its error, or the text of its panic.
 pub type HandlerResult = Result<Result<PyValue, JobError>, String>;

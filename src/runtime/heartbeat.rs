@@ -23,7 +23,7 @@ pub fn busy_ttl(timeout: Option<i64>, elapsed_secs: f64, interval: u64) -> i64 {
         Some(t) if t > 0 => (t as f64 - elapsed_secs).min(interval).max(0.0),
         _ => interval,
     };
-    base as i64 + 60
+    crate::num::f64_to_i64(base) + 60
 }
 
 pub fn run(process: Arc<Process>) {
@@ -67,7 +67,13 @@ pub fn run(process: Arc<Process>) {
                     .and_then(|vanished| {
                         if vanished {
                             warn!("worker {name}: worker key had expired; re-registering");
-                            worker::reregister(c, &process.keys, &slot.info, "busy", ttl as u64)?;
+                            worker::reregister(
+                                c,
+                                &process.keys,
+                                &slot.info,
+                                "busy",
+                                ttl.max(0).unsigned_abs(),
+                            )?;
                         }
                         Ok(())
                     })

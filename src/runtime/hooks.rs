@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::jobs::{EnqueueRequest, JobHooks};
 use crate::rq::enqueue::{self, Enqueue};
-use crate::rq::value::PyValue;
 use crate::runtime::Process;
+use crate::value::PyValue;
 
 /// Hooks for one running job.
 pub struct RedisHooks {

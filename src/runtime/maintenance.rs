@@ -85,7 +85,7 @@ fn report(q: &str, c: &maintenance::Cleaned) {
         k.with_label_values(&["dead_workers"])
             .inc_by(c.dead_workers as u64);
         k.with_label_values(&["ready_enqueued"])
-            .inc_by(c.ready.max(0) as u64);
+            .inc_by(u64::try_from(c.ready).unwrap_or(0));
     });
     if !c.abandoned.is_empty()
         || !c.stuck.is_empty()
@@ -130,8 +130,10 @@ fn full_pass(process: &Process) {
                     Ok(Some((ids, groups))) if ids > 0 || groups > 0 => {
                         metrics::with(|m| {
                             let k = &m.maintenance_cleaned;
-                            k.with_label_values(&["group_ids"]).inc_by(ids as u64);
-                            k.with_label_values(&["groups"]).inc_by(groups as u64);
+                            k.with_label_values(&["group_ids"])
+                                .inc_by(u64::try_from(ids).unwrap_or(0));
+                            k.with_label_values(&["groups"])
+                                .inc_by(u64::try_from(groups).unwrap_or(0));
                         });
                         info!(
                             "maintenance groups: {ids} expired job id(s) and {groups} empty group(s) removed"
@@ -146,9 +148,9 @@ fn full_pass(process: &Process) {
                             metrics::with(|m| {
                                 let k = &m.maintenance_cleaned;
                                 k.with_label_values(&["rate_limit_slots"])
-                                    .inc_by(c.released.max(0) as u64);
+                                    .inc_by(u64::try_from(c.released).unwrap_or(0));
                                 k.with_label_values(&["rate_limit_promoted"])
-                                    .inc_by(c.promoted.max(0) as u64);
+                                    .inc_by(u64::try_from(c.promoted).unwrap_or(0));
                             });
                             if c.released > 0 || c.promoted > 0 {
                                 info!(

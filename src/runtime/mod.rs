@@ -411,7 +411,11 @@ pub fn run(config: WorkerConfig, registry: Registry) -> Result<(), RuntimeError>
             }))
         })
         .collect();
-    let pool = connector.pool((config.concurrency as u32) + 2)?;
+    let pool = connector.pool(
+        u32::try_from(config.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_add(2),
+    )?;
     let serializer = match config.serializer {
         SerializerKind::Pickle => Serializer::Pickle,
         SerializerKind::Json => Serializer::Json,

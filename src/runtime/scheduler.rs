@@ -82,7 +82,7 @@ pub fn run(process: Arc<Process>, name: String) {
                         ("last_heartbeat", Timestamp::now().iso()),
                     ],
                 )
-                .expire(&record, LOCK_TTL as i64)
+                .expire(&record, LOCK_TTL.cast_signed())
                 .query(c)?;
             for q in &held {
                 let n = scripts::enqueue_due(c, keys, q)?;

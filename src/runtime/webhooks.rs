@@ -106,6 +106,7 @@ pub fn send(raw: &[u8], event: Event) {
                 let timeout = Duration::from_secs_f64(w.timeout.clamp(0.1, 300.0));
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .timeout_global(Some(timeout))
+                    .tls_config(crate::adapters::tls::ureq_tls())
                     .build()
                     .into();
                 let result = if w.method == "GET" {

@@ -13,7 +13,7 @@ use redis::Commands;
 use rq_worker::rq::codec::{self, Serializer};
 use rq_worker::rq::enqueue::{self, Enqueue};
 use rq_worker::rq::keys::Keys;
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 /// The redis-server binary the tests start: `RQW_TEST_REDIS_SERVER`, else `redis-server` from
 /// PATH. scripts/test.sh sets it to a Redis 6.2 build (scripts/redis-min.sh), the oldest the

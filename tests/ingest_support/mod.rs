@@ -14,7 +14,7 @@ use rq_worker::config::IngestConfig;
 use rq_worker::jobs::{
     Args, CancelToken, EnqueueRequest, JobContext, JobError, JobHooks, Registry,
 };
-use rq_worker::rq::value::PyValue;
+use rq_worker::value::PyValue;
 
 pub const EXTRACT: &str = "jobs.ingest_extract.ingest_extract";
 pub const INDEX: &str = "jobs.ingest_index.ingest_index";
@@ -258,7 +258,7 @@ impl World {
             .execute(
                 "INSERT INTO documents (id, workspace_id, filename, file_size_bytes, file_hash_sha256, storage_path, status) \
                  VALUES ($1::text::uuid, $2::text::uuid, $3, $4, $5, $6, 'uploaded')",
-                &[&document_id, &self.workspace_id, &filename, &(bytes.len().max(1) as i64), &hash, &storage_path],
+                &[&document_id, &self.workspace_id, &filename, &i64::try_from(bytes.len().max(1)).unwrap(), &hash, &storage_path],
             )
             .unwrap();
         (document_id, storage_path)
@@ -477,7 +477,7 @@ pub fn words(seed: u64, count: usize) -> String {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.push(VOCAB[(x % VOCAB.len() as u64) as usize]);
+        out.push(VOCAB[usize::try_from(x % VOCAB.len() as u64).unwrap()]);
     }
     out.join(" ")
 }
@@ -526,7 +526,7 @@ pub fn make_pdf(pages: &[String]) -> Vec<u8> {
         );
         kids.push(page_id.into());
     }
-    let count = kids.len() as i64;
+    let count = i64::try_from(kids.len()).unwrap();
     doc.objects.insert(
         pages_id,
         Object::Dictionary(dictionary! {

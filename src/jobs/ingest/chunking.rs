@@ -87,7 +87,7 @@ pub fn chunk_text(text: &str, tokenizer: ChunkTokenizer) -> Vec<String> {
 /// The platform's token estimate for a chunk: `max(1, ceil(len(text) / 4.0 * 1.1))`, len in code points.
 pub fn estimate_tokens(text: &str) -> i64 {
     let chars = text.chars().count() as f64;
-    ((chars / 4.0) * 1.1).ceil().max(1.0) as i64
+    crate::num::f64_to_i64(((chars / 4.0) * 1.1).ceil().max(1.0))
 }
 
 /// sha256 of the UTF-8 content, lowercase hex.

@@ -5,7 +5,7 @@
 
 use crate::jobs::{Args, EnqueueRequest, JobContext, JobError};
 use crate::ops::metrics;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 use super::{IngestError, Services, check_cancel, db, parse_uuid, pdf_text, progress};
 
@@ -117,7 +117,7 @@ fn extract(
             });
             Ok(PyValue::str_dict([
                 ("document_id", PyValue::Str(document_arg.to_string())),
-                ("pages_total", PyValue::Int(pages_total as i64)),
+                ("pages_total", PyValue::count(pages_total)),
                 ("status", PyValue::Str("indexing".into())),
             ]))
         }
@@ -190,7 +190,7 @@ fn extract_known(
         ctx,
         vec![
             ("stage", PyValue::Str("extracting".into())),
-            ("pages_total", PyValue::Int(pages_total as i64)),
+            ("pages_total", PyValue::count(pages_total)),
         ],
     );
     let token = ctx.cancel.clone();
@@ -234,7 +234,7 @@ fn extract_known(
         ctx,
         vec![
             ("stage", PyValue::Str("saving".into())),
-            ("pages_extracted", PyValue::Int(pages.len() as i64)),
+            ("pages_extracted", PyValue::count(pages.len())),
         ],
     );
 
@@ -257,7 +257,7 @@ fn extract_known(
             .collect();
         tx.execute(&insert_pages, &[&ws, &doc, &numbers, &group])?;
     }
-    let count = pages_total as i32;
+    let count = i32::try_from(pages_total).unwrap_or(i32::MAX);
     let extra = if has_pages_total {
         ", pages_total = $1"
     } else {

@@ -9,7 +9,7 @@ use crate::adapters::embed_batcher::StopFn;
 use crate::adapters::postgres::PgVector;
 use crate::jobs::{Args, JobContext, JobError};
 use crate::ops::metrics;
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 use super::budget::Budget;
 use super::chunking::{chunk_text, content_hash, estimate_tokens};
@@ -93,8 +93,8 @@ fn index(
             Ok(PyValue::str_dict([
                 ("document_id", PyValue::Str(document_arg.to_string())),
                 ("status", PyValue::Str(o.status)),
-                ("chunks_total", PyValue::Int(o.chunks as i64)),
-                ("embeddings_total", PyValue::Int(o.embeddings as i64)),
+                ("chunks_total", PyValue::count(o.chunks)),
+                ("embeddings_total", PyValue::count(o.embeddings)),
                 ("embedding_tokens_used", PyValue::Int(o.tokens)),
             ]))
         }
@@ -231,7 +231,7 @@ fn index_known(
     };
 
     if let Some(dim) = column_dim
-        && dim as usize != config.embedding_dim
+        && usize::try_from(dim).ok() != Some(config.embedding_dim)
     {
         return Err(IngestError::Value(format!(
             "Embedding dimension mismatch: chunk_embeddings.embedding is vector({dim}) but EMBEDDING_DIM is {}",
@@ -245,7 +245,7 @@ fn index_known(
             chunks.push(Chunk {
                 id: uuid::Uuid::new_v4().hyphenated().to_string(),
                 page: *page,
-                index: chunks.len() as i32,
+                index: i32::try_from(chunks.len()).unwrap_or(i32::MAX),
                 tokens: estimate_tokens(&piece),
                 hash: content_hash(&piece),
                 content: piece,
@@ -259,7 +259,7 @@ fn index_known(
         ctx,
         vec![
             ("stage", PyValue::Str("embedding".into())),
-            ("chunks_total", PyValue::Int(chunks.len() as i64)),
+            ("chunks_total", PyValue::count(chunks.len())),
             ("chunks_embedded", PyValue::Int(0)),
             ("embedding_tokens_estimated", PyValue::Int(total_tokens)),
         ],
@@ -297,7 +297,7 @@ fn index_known(
         progress(
             ctx,
             vec![
-                ("chunks_embedded", PyValue::Int(vectors.len() as i64)),
+                ("chunks_embedded", PyValue::count(vectors.len())),
                 ("embedding_requests", PyValue::Int(requests)),
                 ("embedding_tokens_used", PyValue::Int(committed)),
             ],
@@ -331,8 +331,8 @@ fn index_known(
         "document {doc}: {} chunks, {requests} embedding request(s); read+chunk {} ms, embed {} ms, write {} ms",
         chunks.len(),
         t_chunked.as_millis(),
-        (t_embedded - t_chunked).as_millis(),
-        (t0.elapsed() - t_embedded).as_millis()
+        t_embedded.saturating_sub(t_chunked).as_millis(),
+        t0.elapsed().saturating_sub(t_embedded).as_millis()
     );
 
     Ok(Outcome {

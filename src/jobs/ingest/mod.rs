@@ -21,7 +21,7 @@ use crate::adapters::postgres::{PgConn, PgError, PgPool};
 use crate::adapters::storage::{LocalStorage, Storage, StorageError, SupabaseStorage};
 use crate::config::IngestConfig;
 use crate::jobs::{CancelReason, JobContext, JobError, Registry};
-use crate::rq::value::PyValue;
+use crate::value::PyValue;
 
 /// Longest `error_message` written to `documents`, in characters.
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 2000;
@@ -95,8 +95,11 @@ impl Services {
                 None => {
                     let timeout =
                         Duration::from_secs(self.config.database_statement_timeout_seconds);
-                    let pool =
-                        PgPool::new(&self.config.database_url, self.concurrency as u32, timeout)?;
+                    let pool = PgPool::new(
+                        &self.config.database_url,
+                        u32::try_from(self.concurrency).unwrap_or(u32::MAX),
+                        timeout,
+                    )?;
                     *guard = Some(pool.clone());
                     pool
                 }

@@ -4,6 +4,10 @@
 //! carry (datetime, date, time, timedelta, Decimal, UUID) have their own variants. Also here:
 //! Python's `repr()` ([`PyValue::repr`], for descriptions and tracebacks) and Python's `json`
 //! module rules ([`PyValue::to_json_string`], [`PyValue::from_json_str`]).
+//!
+//! Outside [`crate::rq`] so that jobs and their adapters take and return Python values without
+//! depending on the wire module; it depends on nothing else in the crate. Turning bytes into a
+//! `PyValue` (pickle, zlib, the payload shape) stays in `rq/` (`codec`, `pickle`).
 
 use num_bigint::BigInt;
 
@@ -110,6 +114,16 @@ impl PyValue {
     /// `value is None`.
     pub fn is_none(&self) -> bool {
         matches!(self, PyValue::None)
+    }
+
+    /// A Python int from a count or length (exact: past `i64::MAX` it is a [`PyValue::BigInt`]).
+    pub fn count(n: usize) -> PyValue {
+        i64::try_from(n).map_or_else(|_| PyValue::BigInt(BigInt::from(n)), PyValue::Int)
+    }
+
+    /// A Python int from an unsigned number (exact: past `i64::MAX` it is a [`PyValue::BigInt`]).
+    pub fn from_u64(n: u64) -> PyValue {
+        i64::try_from(n).map_or_else(|_| PyValue::BigInt(BigInt::from(n)), PyValue::Int)
     }
 
     /// A dict with string keys, the shape of kwargs, `meta` and most return values.
@@ -298,14 +312,16 @@ pub fn float_repr(f: f64) -> String {
         d => d.to_string(),
     };
     let decpt = exp + 1;
-    let n = digits.len() as i32;
+    // At most 17 significant digits; the counts below are small and, where used, not negative.
+    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    let count = |k: i32| usize::try_from(k).unwrap_or(0);
     let body = if -4 < decpt && decpt <= 16 {
         if decpt <= 0 {
-            format!("0.{}{}", "0".repeat((-decpt) as usize), digits)
+            format!("0.{}{}", "0".repeat(count(-decpt)), digits)
         } else if decpt >= n {
-            format!("{}{}.0", digits, "0".repeat((decpt - n) as usize))
+            format!("{}{}.0", digits, "0".repeat(count(decpt - n)))
         } else {
-            let (a, b) = digits.split_at(decpt as usize);
+            let (a, b) = digits.split_at(count(decpt));
             format!("{a}.{b}")
         }
     } else {
@@ -800,6 +816,7 @@ impl JsonParser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Test-only: the differential tests borrow pickle's python3 runner and expressions.
     use crate::rq::pickle::python_tests::python;
 
     #[test]
