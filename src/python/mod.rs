@@ -100,7 +100,7 @@ impl FrameReader {
             };
             let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
             // SAFETY: one valid pollfd for the duration of the call.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            let n = unsafe { libc::poll(std::ptr::from_mut(&mut pfd), 1, ms) };
             if n == 0 {
                 return Reply::Timeout;
             }
